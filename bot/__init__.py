@@ -1,0 +1,1 @@
+"""Pare: keeps AWS permissions shrinking, team by team, from Slack."""

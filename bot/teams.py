@@ -1,0 +1,247 @@
+"""The teams file: teams, their champions and schedules, and the AWS accounts to scan."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.errors import ConfigError
+
+DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+Source = Literal["cloudtrail", "access_advisor", "access_analyzer", "last_used"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CloudTrailSource(_Strict):
+    """Where an account's CloudTrail log files are delivered."""
+
+    bucket: str
+    prefix: str = ""
+    # Data events (S3 object reads, Lambda invokes) count as evidence only when logged.
+    data_events: bool = False
+    region: str | None = None
+
+
+class Account(_Strict):
+    """One AWS account Pare reads, and how."""
+
+    id: str
+    name: str = ""
+    role_arn: str | None = None
+    external_id: str | None = None
+    region: str = "us-east-1"
+    sources: tuple[Source, ...] = ("last_used", "cloudtrail")
+    cloudtrail: CloudTrailSource | None = None
+    apply: bool = False
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _account_id(cls, value: object) -> str:
+        text = str(value).zfill(12) if isinstance(value, int) else str(value)
+        if not ACCOUNT_ID.match(text):
+            raise ValueError(f"{value!r} is not a 12-digit AWS account id")
+        return text
+
+    @model_validator(mode="after")
+    def _trail_needs_bucket(self) -> Account:
+        if "cloudtrail" in self.sources and self.cloudtrail is None:
+            raise ValueError("sources lists cloudtrail but no cloudtrail bucket is given")
+        return self
+
+    @property
+    def label(self) -> str:
+        """Return the account's name with its id, for messages."""
+        return f"{self.name} ({self.id})" if self.name else self.id
+
+
+class Match(_Strict):
+    """How principals map to a team: any one rule that matches assigns it."""
+
+    tags: dict[str, str] = Field(default_factory=dict)
+    accounts: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _accounts(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return value
+
+
+class Digest(_Strict):
+    """When a team's digest is posted, in the team's own time zone."""
+
+    day: str = "monday"
+    hour: int = Field(default=9, ge=0, le=23)
+
+    @field_validator("day")
+    @classmethod
+    def _day(cls, value: str) -> str:
+        day = value.strip().lower()
+        if day not in DAYS and day != "daily":
+            raise ValueError(f"{value!r} is not a weekday name or 'daily'")
+        return day
+
+
+class Team(_Strict):
+    """One team: its channel, champions, time zone and digest schedule."""
+
+    name: str = Field(min_length=1, max_length=80)
+    channel: str
+    champions: tuple[str, ...] = Field(min_length=1)
+    timezone: str = "UTC"
+    digest: Digest = Field(default_factory=Digest)
+    match: Match = Field(default_factory=Match)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if not SLACK_CHANNEL_ID.match(value):
+            raise ValueError(f"{value!r} is not a Slack channel id (like C0123ABCD)")
+        return value
+
+    @field_validator("champions")
+    @classmethod
+    def _champions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for user in value:
+            if not SLACK_USER_ID.match(user):
+                raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a known time zone") from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """Return the team's time zone."""
+        return ZoneInfo(self.timezone)
+
+
+class Exclusions(_Strict):
+    """AWS-owned and operator-chosen principals that never reach a digest."""
+
+    role_names: tuple[str, ...] = (
+        "AWSControlTowerExecution",
+        "AWSCloudFormationStackSetExecutionRole",
+        "stacksets-exec-*",
+        "OrganizationAccountAccessRole",
+    )
+    allow_list: tuple[str, ...] = ()
+    exempt_tag: str = "pare:exempt"
+
+
+class TeamsConfig(_Strict):
+    """The whole teams file."""
+
+    accounts: tuple[Account, ...] = ()
+    teams: tuple[Team, ...] = ()
+    admins: tuple[str, ...] = ()
+    fallback_team: str | None = None
+    leaderboard_channel: str | None = None
+    exclusions: Exclusions = Field(default_factory=Exclusions)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TeamsConfig:
+        names = [t.name for t in self.teams]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"team names must be unique; repeated: {sorted(dupes)}")
+        ids = [a.id for a in self.accounts]
+        if len(set(ids)) != len(ids):
+            raise ValueError("account ids must be unique")
+        if self.fallback_team and self.fallback_team not in names:
+            raise ValueError(f"fallback_team {self.fallback_team!r} is not one of the teams")
+        return self
+
+    def team(self, name: str) -> Team:
+        """Return the team called name, or raise UnknownTeam."""
+        from bot.errors import UnknownTeam
+
+        for team in self.teams:
+            if team.name == name:
+                return team
+        raise UnknownTeam(name)
+
+    def account(self, account_id: str) -> Account | None:
+        """Return the configured account with this id, if any."""
+        return next((a for a in self.accounts if a.id == account_id), None)
+
+    def owner_of(self, account_id: str, name: str, tags: dict[str, str]) -> str | None:
+        """Return the team a principal belongs to: tag first, then account, then name."""
+        for team in self.teams:
+            rules = team.match.tags
+            if rules and all(tags.get(k) == v for k, v in rules.items()):
+                return team.name
+        for team in self.teams:
+            if account_id in team.match.accounts:
+                return team.name
+        for team in self.teams:
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in team.match.names):
+                return team.name
+        return self.fallback_team
+
+
+def _field_path(loc: tuple[object, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def parse_teams(text: str, source: str, fmt: str) -> TeamsConfig:
+    """Parse teams-file text; errors name the source and the field."""
+    try:
+        if fmt == "toml":
+            raw = tomllib.loads(text)
+        elif fmt == "json":
+            raw = json.loads(text)
+        else:
+            raw = yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{source}: not valid {fmt.upper()}: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with 'teams' and 'accounts'")
+    try:
+        return TeamsConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = _field_path(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {field}: {message}{more}") from None
+
+
+def load_teams(path: Path) -> TeamsConfig:
+    """Read and validate the teams file (YAML, TOML or JSON by its suffix)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: teams file not found (set PARE_TEAMS_FILE)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the teams file: {exc.strerror}") from None
+    suffix = path.suffix.lower()
+    fmt = "toml" if suffix == ".toml" else "json" if suffix == ".json" else "yaml"
+    return parse_teams(text, str(path), fmt)

@@ -1,0 +1,1 @@
+"""Alembic migrations for Pare's schema; run with `pare db upgrade`."""
