@@ -99,6 +99,9 @@ class UsageEvidence:
     actions: dict[str, datetime] = field(default_factory=dict)
     # Services whose use cannot be judged at all by this source (no coverage).
     blind_services: set[str] = field(default_factory=set)
+    # Services seen used through events that map to no single action: their actions cannot
+    # be judged one by one, only the service as a whole.
+    action_gaps: set[str] = field(default_factory=set)
     action_level: bool = True
     data_events: bool = False
     problems: list[str] = field(default_factory=list)
@@ -124,7 +127,9 @@ class FindingDraft:
     def key(self) -> str:
         """Return the key that keeps this finding the same row across scans."""
         if self.kind == "unused_permission":
-            return f"{self.kind}:{self.service}"
+            # Kept grants of a service are a row of their own beside its unused ones.
+            suffix = "" if self.status == "unused" else f":{self.status}"
+            return f"{self.kind}:{self.service}{suffix}"
         if self.kind == "unused_access_key":
             return f"{self.kind}:{self.resource_id}"
         return self.kind
