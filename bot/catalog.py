@@ -75,7 +75,6 @@ DATA_EVENT_ACTIONS = frozenset(
         "sqs:sendmessage",
         "sqs:receivemessage",
         "sqs:deletemessage",
-        "secretsmanager:getsecretvalue",
         "s3-object-lambda:getobject",
         "s3-object-lambda:putobject",
     }
