@@ -340,7 +340,13 @@ class _Judge:
 
         # Action-level evidence wins where it exists; a service seen used only through events
         # that name no single action, or only by service-level sources, keeps every action.
-        action_sources = [e for e in sources if e.action_level and service not in e.action_gaps]
+        action_sources = [
+            e
+            for e in sources
+            if e.action_level
+            and service not in e.action_gaps
+            and service not in e.service_level_only
+        ]
         gap = any(
             service in e.action_gaps and e.services.get(service, self.start) > self.start
             for e in sources
@@ -415,6 +421,13 @@ def analyze_principal(
         return outcome("unreadable", reason)
 
     problems = [f"{e.source}: {p}" for e in evidence for p in e.problems]
+    for e in evidence:
+        if e.listed_services is None:
+            continue
+        missing = sorted(set(granted) - e.listed_services)
+        if missing:
+            shown = ", ".join(missing[:5]) + (" and more" if len(missing) > 5 else "")
+            problems.append(f"{e.source}: granted services missing from its list: {shown}")
     stale = [e for e in judge.covering if as_of - e.read_at > STALE_AFTER]
 
     role_unused = principal.kind == "role" and judge.judge_role()

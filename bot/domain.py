@@ -103,6 +103,11 @@ class UsageEvidence:
     # be judged one by one, only the service as a whole.
     action_gaps: set[str] = field(default_factory=set)
     action_level: bool = True
+    # Services this source reports only as a whole (Access Advisor tracks actions for some).
+    service_level_only: set[str] = field(default_factory=set)
+    # Every service the source lists for the principal, used or not; None when the source
+    # lists only what was used. A granted service missing from the list is a gap in the data.
+    listed_services: set[str] | None = None
     data_events: bool = False
     problems: list[str] = field(default_factory=list)
 
