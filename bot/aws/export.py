@@ -1,0 +1,307 @@
+"""Build PrincipalRecords from `get-account-authorization-details` data, live or exported.
+
+The same builder serves a live scan (pages merged into one document) and `pare analyze` on the
+JSON that `aws iam get-account-authorization-details` prints, so no boto3 is needed here. It
+also reads the AirIAM snapshot layout (`AccountRoles`, `AccountUsers`, ..., with a
+`CredentialReport`), which carries key and password use the plain export lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from bot.domain import AccessKey, LoginProfile, Policy, PrincipalRecord
+from bot.errors import PareError
+
+log = logging.getLogger(__name__)
+
+AWS_MANAGED_PREFIX = "arn:aws:iam::aws:policy/"
+# The AirIAM snapshot names the same lists differently.
+ALIASES = {
+    "AccountUsers": "UserDetailList",
+    "AccountGroups": "GroupDetailList",
+    "AccountRoles": "RoleDetailList",
+    "AccountPolicies": "Policies",
+}
+# Credential-report values that mean "no date".
+NO_DATE = frozenset({"", "N/A", "no_information", "not_supported"})
+
+
+class ExportError(PareError):
+    """An exported file that is not authorization-details JSON; names the file."""
+
+
+def parse_time(value: object) -> datetime | None:
+    """Return a UTC datetime from a boto3 datetime or an exported date string."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value.strip() not in NO_DATE:
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def policy_document(value: object) -> dict[str, Any]:
+    """Return a policy document as a dict; the raw API sends it URL-encoded."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith("{"):
+            text = unquote(text)
+        loaded = json.loads(text)
+        if isinstance(loaded, dict):
+            return loaded
+    raise ValueError("policy document is not a JSON object")
+
+
+def account_of(arn: str) -> str:
+    """Return the account id field of an ARN."""
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 4 else ""
+
+
+def _tags(entity: dict[str, Any]) -> dict[str, str]:
+    return {str(t["Key"]): str(t.get("Value", "")) for t in entity.get("Tags") or [] if "Key" in t}
+
+
+def _default_version(policy: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    default_id = policy.get("DefaultVersionId")
+    for version in policy.get("PolicyVersionList") or []:
+        if version.get("IsDefaultVersion") or version.get("VersionId") == default_id:
+            return version.get("VersionId"), policy_document(version.get("Document"))
+    return default_id, None
+
+
+def managed_origin(arn: str, via_group: bool) -> str:
+    """Return the Policy.origin of an attached managed policy."""
+    if via_group:
+        return "group_managed"
+    return "aws_managed" if arn.startswith(AWS_MANAGED_PREFIX) else "managed"
+
+
+def normalise(details: dict[str, Any]) -> dict[str, Any]:
+    """Return the document with the standard list names, whatever layout it came in."""
+    out = dict(details)
+    for alias, name in ALIASES.items():
+        if alias in out and name not in out:
+            out[name] = out.pop(alias)
+    return out
+
+
+class _Builder:
+    def __init__(self, details: dict[str, Any]):
+        self.details = normalise(details)
+        self.managed: dict[str, tuple[str | None, dict[str, Any] | None, str]] = {}
+        for policy in self.details.get("Policies") or []:
+            arn = policy.get("Arn")
+            if not arn:
+                continue
+            try:
+                version, document = _default_version(policy)
+            except (ValueError, json.JSONDecodeError):
+                version, document = policy.get("DefaultVersionId"), None
+            self.managed[arn] = (version, document, policy.get("PolicyName", arn))
+        self.groups = {g.get("GroupName"): g for g in self.details.get("GroupDetailList") or []}
+        self.attached: dict[str, set[str]] = defaultdict(set)
+        self.group_members: dict[str, set[str]] = defaultdict(set)
+
+    def _blast_radius(self) -> None:
+        for user in self.details.get("UserDetailList") or []:
+            for group in user.get("GroupList") or []:
+                self.group_members[group].add(user["Arn"])
+        for kind in ("RoleDetailList", "UserDetailList"):
+            for entity in self.details.get(kind) or []:
+                for ref in entity.get("AttachedManagedPolicies") or []:
+                    self.attached[ref["PolicyArn"]].add(entity["Arn"])
+        for name, group in self.groups.items():
+            for ref in group.get("AttachedManagedPolicies") or []:
+                self.attached[ref["PolicyArn"]].update(self.group_members[name])
+
+    def _managed(
+        self, record: PrincipalRecord, ref: dict[str, Any], group: str | None
+    ) -> Policy | None:
+        arn = ref["PolicyArn"]
+        version, document, name = self.managed.get(arn, (None, None, ref.get("PolicyName", arn)))
+        if document is None:
+            # Without the document nothing can be said about what it grants: fail closed.
+            record.read_problems.append(f"managed policy {arn}: default version not readable")
+            return None
+        others = tuple(sorted(self.attached[arn] - {record.arn}))
+        return Policy(
+            name=ref.get("PolicyName", name),
+            document=document,
+            origin=managed_origin(arn, group is not None),
+            arn=arn,
+            group=group,
+            version_id=version,
+            attached_to=others,
+        )
+
+    def _inline(
+        self,
+        record: PrincipalRecord,
+        item: dict[str, Any],
+        origin: str,
+        group: str | None = None,
+    ) -> Policy | None:
+        try:
+            document = policy_document(item.get("PolicyDocument"))
+        except (ValueError, json.JSONDecodeError):
+            record.read_problems.append(f"inline policy {item.get('PolicyName')}: unreadable")
+            return None
+        # A group's inline policy is shared by every member: that is its blast radius too.
+        others = tuple(sorted(self.group_members[group] - {record.arn})) if group else ()
+        return Policy(
+            name=item.get("PolicyName", ""),
+            document=document,
+            origin=origin,
+            group=group,
+            attached_to=others,
+        )
+
+    def _record(self, entity: dict[str, Any], kind: str) -> PrincipalRecord:
+        name = entity["RoleName"] if kind == "role" else entity["UserName"]
+        boundary = entity.get("PermissionsBoundary") or {}
+        record = PrincipalRecord(
+            account_id=account_of(entity["Arn"]),
+            arn=entity["Arn"],
+            kind=kind,  # type: ignore[arg-type]
+            name=name,
+            path=entity.get("Path", "/"),
+            created_at=parse_time(entity.get("CreateDate")),
+            tags=_tags(entity),
+            boundary_arn=boundary.get("PermissionsBoundaryArn"),
+        )
+        inline_key = "RolePolicyList" if kind == "role" else "UserPolicyList"
+        policies: list[Policy | None] = [
+            self._inline(record, item, "inline") for item in entity.get(inline_key) or []
+        ]
+        policies += [
+            self._managed(record, ref, None) for ref in entity.get("AttachedManagedPolicies") or []
+        ]
+        for group_name in entity.get("GroupList") or []:
+            record.groups.append(group_name)
+            group = self.groups.get(group_name)
+            if group is None:
+                record.read_problems.append(f"group {group_name}: not in the listing")
+                continue
+            policies += [
+                self._inline(record, item, "group_inline", group_name)
+                for item in group.get("GroupPolicyList") or []
+            ]
+            policies += [
+                self._managed(record, ref, group_name)
+                for ref in group.get("AttachedManagedPolicies") or []
+            ]
+        record.policies = [p for p in policies if p is not None]
+        if kind == "role":
+            last = entity.get("RoleLastUsed")
+            # An export without RoleLastUsed at all says nothing; an empty one says "never".
+            record.last_used_known = last is not None
+            if last:
+                record.last_used_at = parse_time(last.get("LastUsedDate"))
+                record.last_used_region = last.get("Region")
+        else:
+            record.last_used_at = parse_time(entity.get("PasswordLastUsed"))
+        return record
+
+    def build(self) -> list[PrincipalRecord]:
+        self._blast_radius()
+        records = [self._record(r, "role") for r in self.details.get("RoleDetailList") or []]
+        records += [self._record(u, "user") for u in self.details.get("UserDetailList") or []]
+        return records
+
+
+def build_principals(details: dict[str, Any]) -> list[PrincipalRecord]:
+    """Return a PrincipalRecord for every role and user in authorization-details data."""
+    return _Builder(details).build()
+
+
+def user_last_used(record: PrincipalRecord) -> datetime | None:
+    """Return a user's latest use of its password or any of its access keys."""
+    moments = [k.last_used_at for k in record.access_keys if k.last_used_at]
+    if record.login_profile and record.login_profile.last_used_at:
+        moments.append(record.login_profile.last_used_at)
+    return max(moments, default=None)
+
+
+def _key(row: dict[str, str], n: int) -> AccessKey | None:
+    if row.get(f"access_key_{n}_active") not in ("true", "false"):
+        return None
+    rotated = row.get(f"access_key_{n}_last_rotated", "N/A")
+    if rotated in NO_DATE:
+        return None
+    service = row.get(f"access_key_{n}_last_used_service")
+    return AccessKey(
+        # The credential report has no key ids; the slot stands in for one.
+        key_id=f"{row.get('user', '')}#key{n}",
+        status="Active" if row[f"access_key_{n}_active"] == "true" else "Inactive",
+        created_at=parse_time(rotated),
+        last_used_at=parse_time(row.get(f"access_key_{n}_last_used_date")),
+        last_used_service=None if service in NO_DATE else service,
+    )
+
+
+def apply_credential_report(
+    records: Iterable[PrincipalRecord], rows: Iterable[dict[str, str]]
+) -> None:
+    """Fill users' access keys and console passwords from credential-report rows."""
+    by_arn = {row.get("arn"): row for row in rows}
+    for record in records:
+        if record.kind != "user":
+            continue
+        row = by_arn.get(record.arn)
+        if row is None:
+            record.last_used_known = False
+            continue
+        record.access_keys = [k for k in (_key(row, 1), _key(row, 2)) if k is not None]
+        if row.get("password_enabled") == "true":
+            last = parse_time(row.get("password_last_used"))
+            record.login_profile = LoginProfile(
+                created_at=parse_time(row.get("password_last_changed")), last_used_at=last
+            )
+        record.last_used_at = user_last_used(record)
+        record.last_used_known = True
+
+
+def principals_from_export(details: dict[str, Any]) -> list[PrincipalRecord]:
+    """Return PrincipalRecords from an exported document, with its credential report if any."""
+    records = build_principals(details)
+    report = details.get("CredentialReport")
+    if isinstance(report, list):
+        apply_credential_report(records, report)
+    else:
+        # A plain export has no keys or passwords: their use is unknown, not "none".
+        for record in records:
+            if record.kind == "user":
+                record.last_used_known = False
+    return records
+
+
+def load_export(path: Path) -> list[PrincipalRecord]:
+    """Read an exported authorization-details JSON file; errors name the file."""
+    try:
+        details = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExportError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{path}: not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(details, dict) or not any(
+        k in details for k in ("RoleDetailList", "UserDetailList", "AccountRoles", "AccountUsers")
+    ):
+        raise ExportError(f"{path}: not `aws iam get-account-authorization-details` output")
+    records = principals_from_export(details)
+    log.info("read export %s: %d principals", path.name, len(records))
+    return records
