@@ -451,7 +451,7 @@ def analyze_principal(
         for finding in judge.findings:
             if finding.status == "unused":
                 finding.status = "unknown"
-                finding.reason = f"Kept: {reason} {finding.reason}"
+                finding.reason = f"Kept, as its data is incomplete ({reason}). {finding.reason}"
     return outcome(state, reason)
 
 

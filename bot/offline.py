@@ -1,0 +1,136 @@
+"""`pare analyze`: judge exported IAM data with no AWS access and no database."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from bot.analysis import analyze
+from bot.aws.export import load_export
+from bot.domain import PrincipalAnalysis, UsageEvidence
+from bot.errors import PareError
+from bot.evidence.access_advisor import from_last_accessed
+from bot.evidence.cloudtrail import read_log_folder
+from bot.teams import Exclusions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_DAYS = 90
+
+
+def load_access_advisor(path: Path) -> dict[str, UsageEvidence]:
+    """Read a file mapping principal ARN to `aws iam get-service-last-accessed-details` output."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PareError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PareError(f"{path}: not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise PareError(f"{path}: expected an object mapping principal ARNs to job results")
+    out = {}
+    for arn, details in raw.items():
+        if not isinstance(details, dict) or "ServicesLastAccessed" not in details:
+            raise PareError(f"{path}: the entry for {arn} is not a last-accessed job result")
+        out[arn] = from_last_accessed(details)
+    return out
+
+
+def _as_of(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+    except ValueError:
+        raise PareError(f"--as-of {text!r} is not a date like 2026-12-04") from None
+
+
+def run(
+    authorization_details: Path,
+    *,
+    access_advisor: Path | None = None,
+    cloudtrail: Path | None = None,
+    as_of: datetime,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    exclusions: Exclusions | None = None,
+) -> list[PrincipalAnalysis]:
+    """Analyse an export with whatever evidence files were given."""
+    principals = load_export(authorization_details)
+    arns = [p.arn for p in principals]
+    evidence: dict[str, list[UsageEvidence]] = {arn: [] for arn in arns}
+    if cloudtrail is not None:
+        if not cloudtrail.is_dir():
+            raise PareError(f"{cloudtrail}: not a folder of CloudTrail log files")
+        readout = read_log_folder(cloudtrail)
+        for path in readout.broken_files:
+            print(f"pare: skipped broken CloudTrail file {path}", file=sys.stderr)
+        for arn, items in readout.evidence_for(arns).items():
+            evidence[arn].extend(items)
+    if access_advisor is not None:
+        for arn, item in load_access_advisor(access_advisor).items():
+            if arn in evidence:
+                evidence[arn].append(item)
+    return analyze(
+        principals,
+        evidence,
+        as_of=as_of,
+        window_days=window_days,
+        exclusions=exclusions or Exclusions(),
+    )
+
+
+def to_json(results: list[PrincipalAnalysis]) -> list[dict[str, Any]]:
+    """Return one object per finding or kept grant, as `--json` prints them."""
+    rows = []
+    for result in results:
+        for finding in result.findings:
+            row = finding.to_json()
+            row["data_state"] = result.data_state
+            rows.append(row)
+    return rows
+
+
+def print_table(results: list[PrincipalAnalysis], out: TextIO) -> None:
+    """Print the findings as a table a person can read."""
+    counts: Counter[str] = Counter()
+    header = f"{'status':<9} {'kind':<18} {'principal':<48} {'service':<16} reason"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for result in results:
+        name = result.principal.arn.split(":", 5)[-1]
+        for f in result.findings:
+            counts[f.status] += 1
+            what = f.service or f.resource_id or ""
+            if f.actions:
+                what += f" ({len(f.actions)})"
+            print(
+                f"{f.status:<9} {f.kind:<18} {name[:48]:<48} {what[:16]:<16} {f.reason}", file=out
+            )
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing"
+    print(f"\n{len(results)} principals: {summary}", file=out)
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """Run `pare analyze` from parsed arguments."""
+    window = args.window_days or DEFAULT_WINDOW_DAYS
+    if not 1 <= window <= 400:
+        raise PareError("--window-days must be between 1 and 400 (AWS keeps 400 days)")
+    results = run(
+        args.authorization_details,
+        access_advisor=args.access_advisor,
+        cloudtrail=args.cloudtrail,
+        as_of=_as_of(args.as_of),
+        window_days=window,
+    )
+    if args.json:
+        json.dump(to_json(results), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_table(results, sys.stdout)
+    return 0
