@@ -46,11 +46,20 @@ def wanted(key: str, account_id: str, since: datetime, until: datetime) -> bool:
 
 
 def list_log_keys(
-    s3: Any, bucket: str, prefix: str, account_id: str, since: datetime, until: datetime
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    account_id: str,
+    since: datetime,
+    until: datetime,
+    page_size: int = 1000,
 ) -> Iterator[str]:
     """Yield the keys of the account's log files under the prefix, following every page."""
     paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+    pages = paginator.paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+    )
+    for page in pages:
         for item in page.get("Contents") or []:
             if wanted(item["Key"], account_id, since, until):
                 yield item["Key"]

@@ -1,0 +1,93 @@
+"""CloudTrail log files read from the account's S3 bucket, as CloudTrail delivers them."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+from moto import mock_aws
+
+from bot.aws.cloudtrail_s3 import list_log_keys, read_trail
+from bot.aws.session import AccountSession
+from bot.teams import Account
+
+ACCOUNT = "200000000011"
+DAY = "AWSLogs/{account}/CloudTrail/us-east-1/2023/07/10/"
+
+
+def _account(bucket: str = "trail-bucket") -> Account:
+    return Account(id=ACCOUNT, cloudtrail={"bucket": bucket, "prefix": "org/"})
+
+
+def _upload(s3, realdata: Path) -> int:  # type: ignore[no-untyped-def]
+    files = sorted((realdata / "cloudtrail/invictus-ir_aws_dataset").iterdir())
+    for i, path in enumerate(files):
+        body = path.read_bytes()
+        # Half gzipped as CloudTrail delivers them, half plain as a copy might be.
+        name, data = (path.name + ".gz", gzip.compress(body)) if i % 2 else (path.name, body)
+        s3.put_object(
+            Bucket="trail-bucket", Key="org/" + DAY.format(account=ACCOUNT) + name, Body=data
+        )
+    other = (
+        "org/" + DAY.format(account="999999999999") + files[0].name.replace(ACCOUNT, "999999999999")
+    )
+    s3.put_object(Bucket="trail-bucket", Key=other, Body=files[0].read_bytes())
+    digest = "org/AWSLogs/200000000011/CloudTrail-Digest/us-east-1/2023/07/10/x.json.gz"
+    s3.put_object(Bucket="trail-bucket", Key=digest, Body=b"{}")
+    broken = (
+        "org/"
+        + DAY.format(account=ACCOUNT)
+        + f"{ACCOUNT}_CloudTrail_us-east-1_20230710T1240Z_bad.json.gz"
+    )
+    s3.put_object(Bucket="trail-bucket", Key=broken, Body=b"\x1f\x8btruncated")
+    return len(files)
+
+
+def test_the_accounts_log_files_are_read_gzipped_or_not(realdata: Path) -> None:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="trail-bucket")
+        count = _upload(s3, realdata)
+        session = AccountSession(_account(), boto3.Session(region_name="us-east-1"))
+        readout = read_trail(
+            session,
+            since=datetime(2023, 7, 1, tzinfo=UTC),
+            until=datetime(2023, 7, 11, tzinfo=UTC),
+        )
+
+    assert readout.files_read == count == 55
+    assert readout.records == 2900
+    assert len(readout.broken_files) == 1 and readout.broken_files[0].endswith("_bad.json.gz")
+    arn = f"arn:aws:iam::{ACCOUNT}:user/person-a"
+    assert readout.evidence_for([arn])[arn][0].problems
+
+
+def test_files_outside_the_window_are_not_read_and_every_page_is_followed(
+    realdata: Path,
+) -> None:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="trail-bucket")
+        _upload(s3, realdata)
+        keys = list(
+            list_log_keys(
+                s3,
+                "trail-bucket",
+                "org/",
+                ACCOUNT,
+                datetime(2023, 7, 10, 13, 40, tzinfo=UTC),
+                datetime(2023, 7, 10, 13, 40, tzinfo=UTC),
+                page_size=7,
+            )
+        )
+        session = AccountSession(_account("no-such-bucket"), boto3.Session(region_name="us-east-1"))
+        missing = read_trail(
+            session, since=datetime(2023, 7, 1, tzinfo=UTC), until=datetime(2023, 7, 11, tzinfo=UTC)
+        )
+
+    # One hour of slack before 13:40 keeps only the 12:40 files, and no other account's.
+    assert len(keys) == 2
+    assert all(ACCOUNT + "/CloudTrail/" in k for k in keys)
+    assert missing.files_read == 0 and "NoSuchBucket" in missing.problems[0]
