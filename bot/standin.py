@@ -1,0 +1,498 @@
+"""A local Slack stand-in: the Web API methods Pare uses, served over HTTP on 127.0.0.1.
+
+The demo posts to it and the tests use it as the fake Slack Web API. It keeps every call per
+method and each channel's messages (thread replies and edits too), so it can print what each
+channel shows. It binds to the loopback interface only and never forwards anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_TOKEN = "xoxb-standin-token"
+BOT_USER = "UPAREBOT"
+# Slack allows about one message per second per channel; the stand-in can enforce it.
+CHANNEL_INTERVAL_SECONDS = 1.0
+
+
+@dataclass
+class Message:
+    """A message as a channel shows it."""
+
+    ts: str
+    user: str
+    text: str
+    blocks: list[dict[str, Any]]
+    thread_ts: str | None = None
+    metadata: dict[str, Any] | None = None
+    edits: int = 0
+    # Ephemeral messages are seen by one user only.
+    visible_to: str | None = None
+    replies: list[Message] = field(default_factory=list)
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    status: int
+    error: str
+    retry_after: int | None = None
+
+
+@dataclass
+class _ResponseUrl:
+    channel: str
+    user: str
+    message_ts: str | None
+
+
+class SlackStandIn:
+    """A Slack Web API stand-in; start() serves it, url is its base for WebClient."""
+
+    def __init__(self, token: str = DEFAULT_TOKEN, per_channel_limit: bool = False):
+        self.token = token
+        self.per_channel_limit = per_channel_limit
+        self.calls: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.channels: dict[str, list[Message]] = {}
+        self.channel_names: dict[str, str] = {}
+        self.users: dict[str, dict[str, Any]] = {}
+        self._faults: dict[str, list[_Fault]] = defaultdict(list)
+        self._responses: dict[str, _ResponseUrl] = {}
+        self._last_post: dict[str, float] = {}
+        self._clock = itertools.count(1)
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> SlackStandIn:
+        """Serve on 127.0.0.1 at a free port, in a background thread."""
+        handler = _make_handler(self)
+        self._server = ThreadingHTTPServer((LOOPBACK, 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="slack-standin", daemon=True
+        )
+        self._thread.start()
+        log.info("Slack stand-in listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> SlackStandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """Return the port it listens on."""
+        assert self._server is not None, "start() the stand-in first"
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Return the Web API base URL, for settings.slack_api_url."""
+        return f"http://{LOOPBACK}:{self.port}/api/"
+
+    # -- set-up for tests and the demo -------------------------------------------------------
+
+    def add_user(self, user_id: str, name: str, deleted: bool = False) -> None:
+        """Make users.info know a user."""
+        self.users[user_id] = {"id": user_id, "name": name, "real_name": name, "deleted": deleted}
+
+    def add_channel(self, channel_id: str, name: str) -> None:
+        """Name a channel (any channel id is accepted even without this)."""
+        self.channel_names[channel_id] = name
+
+    def fail(self, method: str, times: int = 1, status: int = 200, error: str = "fatal_error"):
+        """Answer the next `times` calls of method with an error (ok false, or an HTTP status)."""
+        self._faults[method].append(_Fault(times, status, error))
+
+    def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
+        """Answer the next `times` calls of method with 429 and Retry-After."""
+        self._faults[method].append(_Fault(times, 429, "ratelimited", retry_after))
+
+    def response_url(self, channel: str, user: str, message_ts: str | None = None) -> str:
+        """Return a fresh response_url bound to a channel, a user and optionally a message."""
+        key = f"r{next(self._clock)}"
+        self._responses[key] = _ResponseUrl(channel, user, message_ts)
+        return f"http://{LOOPBACK}:{self.port}/response/{key}"
+
+    # -- reading what happened ---------------------------------------------------------------
+
+    def count(self, method: str) -> int:
+        """Return how many calls of method were answered (faults included)."""
+        return len(self.calls.get(method, []))
+
+    def messages(self, channel: str) -> list[Message]:
+        """Return a channel's top-level messages, oldest first."""
+        return list(self.channels.get(channel, []))
+
+    def find(self, channel: str, ts: str) -> Message | None:
+        """Return the message (top-level or reply) with this ts."""
+        for message in self.channels.get(channel, []):
+            if message.ts == ts:
+                return message
+            for reply in message.replies:
+                if reply.ts == ts:
+                    return reply
+        return None
+
+    def transcript(self, channel: str | None = None) -> str:
+        """Return what each channel (or one) shows, as readable text."""
+        lines: list[str] = []
+        for chan in sorted(self.channels) if channel is None else [channel]:
+            name = self.channel_names.get(chan, chan)
+            lines.append(f"=== #{name} ({chan}) ===")
+            for message in self.channels.get(chan, []):
+                lines.extend(_render(message, indent=""))
+                for reply in message.replies:
+                    lines.extend(_render(reply, indent="    | "))
+            lines.append("")
+        return "\n".join(lines)
+
+    # -- the API -----------------------------------------------------------------------------
+
+    def _next_ts(self) -> str:
+        return f"{1_700_000_000 + next(self._clock)}.{next(self._clock):06d}"
+
+    def handle_api(self, method: str, args: dict[str, Any], auth: str | None):
+        """Answer one Web API call: (status, headers, body)."""
+        with self._lock:
+            self.calls[method].append(args)
+            fault = self._take_fault(method)
+            if fault is not None:
+                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
+                return fault.status, headers, {"ok": False, "error": fault.error}
+            if auth != f"Bearer {self.token}":
+                return 200, {}, {"ok": False, "error": "invalid_auth"}
+            handler = getattr(self, "_api_" + method.replace(".", "_"), None)
+            if handler is None:
+                return 200, {}, {"ok": False, "error": "unknown_method"}
+            return handler(args)
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        queue = self._faults.get(method)
+        if not queue:
+            return None
+        fault = queue[0]
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            queue.pop(0)
+        return fault
+
+    def _api_auth_test(self, args: dict[str, Any]):
+        body = {"url": "http://standin.invalid/", "team": "Stand-in", "user": "pare"}
+        return 200, {}, {"ok": True, **body, "team_id": "T0STANDIN", "user_id": BOT_USER}
+
+    def _api_chat_postMessage(self, args: dict[str, Any]):
+        channel = str(args.get("channel") or "")
+        if not channel:
+            return 200, {}, {"ok": False, "error": "channel_not_found"}
+        if self.per_channel_limit:
+            now = time.monotonic()
+            last = self._last_post.get(channel)
+            if last is not None and now - last < CHANNEL_INTERVAL_SECONDS:
+                return 429, {"Retry-After": "1"}, {"ok": False, "error": "ratelimited"}
+            self._last_post[channel] = now
+        message = Message(
+            ts=self._next_ts(),
+            user=BOT_USER,
+            text=str(args.get("text") or ""),
+            blocks=_as_list(args.get("blocks")),
+            thread_ts=args.get("thread_ts"),
+            metadata=_as_dict(args.get("metadata")),
+        )
+        messages = self.channels.setdefault(channel, [])
+        parent = self.find(channel, message.thread_ts) if message.thread_ts else None
+        if message.thread_ts and parent is None:
+            return 200, {}, {"ok": False, "error": "thread_not_found"}
+        (parent.replies if parent else messages).append(message)
+        return (
+            200,
+            {},
+            {"ok": True, "channel": channel, "ts": message.ts, "message": _wire(message)},
+        )
+
+    def _api_chat_update(self, args: dict[str, Any]):
+        channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
+        message = self.find(channel, ts)
+        if message is None:
+            return 200, {}, {"ok": False, "error": "message_not_found"}
+        message.text = str(args.get("text") or message.text)
+        if "blocks" in args:
+            message.blocks = _as_list(args.get("blocks"))
+        message.edits += 1
+        return 200, {}, {"ok": True, "channel": channel, "ts": ts, "text": message.text}
+
+    def _api_chat_postEphemeral(self, args: dict[str, Any]):
+        channel, user = str(args.get("channel") or ""), str(args.get("user") or "")
+        if not channel or not user:
+            return 200, {}, {"ok": False, "error": "user_not_in_channel"}
+        self._add_ephemeral(channel, user, args)
+        return 200, {}, {"ok": True, "message_ts": self._next_ts()}
+
+    def _add_ephemeral(self, channel: str, user: str, args: dict[str, Any]) -> Message:
+        message = Message(
+            ts=self._next_ts(),
+            user=BOT_USER,
+            text=str(args.get("text") or ""),
+            blocks=_as_list(args.get("blocks")),
+            visible_to=user,
+        )
+        self.channels.setdefault(channel, []).append(message)
+        return message
+
+    def _api_views_open(self, args: dict[str, Any]):
+        view = _as_dict(args.get("view")) or {}
+        if not args.get("trigger_id"):
+            return 200, {}, {"ok": False, "error": "invalid_trigger_id"}
+        return 200, {}, {"ok": True, "view": {"id": f"V{next(self._clock)}", **view}}
+
+    def _api_users_info(self, args: dict[str, Any]):
+        user = self.users.get(str(args.get("user") or ""))
+        if user is None:
+            return 200, {}, {"ok": False, "error": "user_not_found"}
+        return 200, {}, {"ok": True, "user": user}
+
+    def _api_conversations_info(self, args: dict[str, Any]):
+        channel = str(args.get("channel") or "")
+        name = self.channel_names.get(channel, channel.lower())
+        body = {"id": channel, "name": name, "is_member": True, "is_archived": False}
+        return 200, {}, {"ok": True, "channel": body}
+
+    def _api_conversations_history(self, args: dict[str, Any]):
+        found = [_wire(m) for m in reversed(self.channels.get(str(args.get("channel")), []))]
+        found = [m for m in found if "visible_to" not in m]
+        return 200, {}, {"ok": True, "messages": found, "has_more": False}
+
+    def _api_conversations_replies(self, args: dict[str, Any]):
+        parent = self.find(str(args.get("channel") or ""), str(args.get("ts") or ""))
+        if parent is None:
+            return 200, {}, {"ok": False, "error": "thread_not_found"}
+        found = [_wire(parent)] + [_wire(r) for r in parent.replies]
+        return 200, {}, {"ok": True, "messages": found, "has_more": False}
+
+    def handle_response_url(self, key: str, payload: dict[str, Any]):
+        """Answer a POST to a response_url the way Slack's does."""
+        with self._lock:
+            self.calls["response_url"].append(payload)
+            target = self._responses.get(key)
+            if target is None:
+                return 404, {}, {"ok": False, "error": "expired_url"}
+            original = self.find(target.channel, target.message_ts) if target.message_ts else None
+            if payload.get("delete_original") and original is not None:
+                self.channels[target.channel].remove(original)
+            elif payload.get("replace_original") and original is not None:
+                original.text = str(payload.get("text") or original.text)
+                original.blocks = _as_list(payload.get("blocks"))
+                original.edits += 1
+            elif payload.get("response_type") == "in_channel":
+                self._api_chat_postMessage({**payload, "channel": target.channel})
+            else:
+                self._add_ephemeral(target.channel, target.user, payload)
+            return 200, {}, {"ok": True}
+
+
+def _as_list(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        value = json.loads(value) if value else []
+    return list(value or [])
+
+
+def _as_dict(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, str):
+        return json.loads(value) if value else None
+    return value
+
+
+def _wire(message: Message) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "message", "ts": message.ts, "user": message.user}
+    body.update(text=message.text, blocks=message.blocks)
+    if message.thread_ts:
+        body["thread_ts"] = message.thread_ts
+    if message.metadata:
+        body["metadata"] = message.metadata
+    if message.visible_to:
+        body["visible_to"] = message.visible_to
+    return body
+
+
+def _block_lines(block: dict[str, Any]) -> list[str]:
+    kind = block.get("type")
+    if kind in ("section", "header"):
+        lines = [str(block.get("text", {}).get("text", ""))]
+        lines += [str(f.get("text", "")) for f in block.get("fields", [])]
+        return lines
+    if kind == "context":
+        return ["  ".join(str(e.get("text", "")) for e in block.get("elements", []))]
+    if kind == "actions":
+        labels = [e.get("text", {}).get("text", "?") for e in block.get("elements", [])]
+        return ["  ".join(f"[{label}]" for label in labels)]
+    if kind == "divider":
+        return ["----"]
+    return [f"({kind} block)"]
+
+
+def _render(message: Message, indent: str) -> list[str]:
+    head = f"{message.user}"
+    if message.visible_to:
+        head += f" (only visible to {message.visible_to})"
+    if message.edits:
+        head += " (edited)"
+    body: list[str] = []
+    for block in message.blocks:
+        body.extend(_block_lines(block))
+    if not body:
+        body = [message.text]
+    lines = [f"{indent}[{message.ts}] {head}:"]
+    for text in body:
+        lines.extend(f"{indent}  {line}" for line in text.splitlines() or [""])
+    return lines
+
+
+def _make_handler(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # requests carry tokens; the stand-in keeps its own call log instead
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length).decode("utf-8")
+            kind = self.headers.get("Content-Type", "")
+            if kind.startswith("application/json"):
+                args = json.loads(raw) if raw else {}
+            else:
+                args = dict(parse_qsl(raw, keep_blank_values=True))
+            path = self.path.split("?", 1)[0]
+            if path.startswith("/api/"):
+                auth = self.headers.get("Authorization")
+                if "token" in args and auth is None:
+                    auth = f"Bearer {args.pop('token')}"
+                status, headers, body = standin.handle_api(path[len("/api/") :], args, auth)
+            elif path.startswith("/response/"):
+                status, headers, body = standin.handle_response_url(path.rsplit("/", 1)[1], args)
+            else:
+                status, headers, body = 404, {}, {"ok": False, "error": "not_found"}
+            data = json.dumps(body).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
+
+
+# -- the Slack side of a request to Pare: signing and sending ---------------------------------
+
+
+def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+    """Return the headers Slack sends with a request: v0 HMAC-SHA256 of v0:timestamp:body."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    base = f"v0:{stamp}:{body}".encode()
+    digest = hmac.new(secret.encode("utf-8"), base, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
+
+
+def form_body(payload: dict[str, Any]) -> str:
+    """Encode an interactive payload the way Slack posts it: payload=<json>, form-encoded."""
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def send_signed(
+    url: str,
+    secret: str,
+    body: str,
+    content_type: str = "application/x-www-form-urlencoded",
+    timestamp: int | None = None,
+    retry_num: int | None = None,
+    signature: str | None = None,
+) -> tuple[int, str]:
+    """POST a signed request to Pare's endpoint on 127.0.0.1; return (status, body)."""
+    if not url.startswith(f"http://{LOOPBACK}:"):
+        raise ValueError("the stand-in only sends to 127.0.0.1")
+    headers = {"Content-Type": content_type, **sign(secret, body, timestamp)}
+    if signature is not None:
+        headers["X-Slack-Signature"] = signature
+    if retry_num is not None:
+        headers["X-Slack-Retry-Num"] = str(retry_num)
+        headers["X-Slack-Retry-Reason"] = "http_timeout"
+    request = urllib.request.Request(url, data=body.encode("utf-8"), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8")
+
+
+def click_payload(
+    user: str, channel: str, message_ts: str, action_id: str, value: str, response_url: str
+) -> dict[str, Any]:
+    """Build a block_actions payload for a button click, shaped like Slack's."""
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "team_id": "T0STANDIN"},
+        "api_app_id": "A0PARE",
+        "token": "unused-verification-token",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
+        "trigger_id": f"{int(time.time())}.standin.trigger",
+        "team": {"id": "T0STANDIN", "domain": "standin"},
+        "channel": {"id": channel, "name": channel.lower()},
+        "message": {"ts": message_ts, "type": "message"},
+        "response_url": response_url,
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": f"item:{value}",
+                "value": value,
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+
+
+def command_body(user: str, channel: str, command: str, text: str, response_url: str) -> str:
+    """Build a slash command request body, form-encoded like Slack's."""
+    fields = {
+        "token": "unused-verification-token",
+        "team_id": "T0STANDIN",
+        "team_domain": "standin",
+        "channel_id": channel,
+        "channel_name": channel.lower(),
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": command,
+        "text": text,
+        "api_app_id": "A0PARE",
+        "response_url": response_url,
+        "trigger_id": f"{int(time.time())}.standin.trigger",
+    }
+    return urlencode(fields)

@@ -1,0 +1,164 @@
+"""Serving the Bolt app: HTTP through a WSGI server, or Socket Mode; plus a health check."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
+from slack_sdk.signature import SignatureVerifier
+from sqlalchemy import text
+
+from bot.db import Database
+from bot.settings import Settings
+from bot.slack.app import build_app
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+# Slack's own replay window; Bolt applies the same one.
+SIGNATURE_WINDOW_SECONDS = 300
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class PareRequestHandler(SlackRequestHandler):
+    """Bolt's WSGI adapter, plus a health check, 400 for malformed bodies and logged 401s."""
+
+    def __init__(self, app: App, db: Database, signing_secret: str):
+        super().__init__(app, path=EVENTS_PATH)
+        self.db = db
+        self.verifier = SignatureVerifier(signing_secret)
+
+    def dispatch(self, request: WsgiHttpRequest) -> BoltResponse:
+        """Verify, parse and dispatch one request; never answer a bad body with 500."""
+        body = request.get_body()
+        headers = request.get_headers()
+        try:
+            bolt_request = BoltRequest(body=body, query=request.query_string, headers=headers)
+        except (ValueError, TypeError, AttributeError):
+            if not self._signed(body, headers):
+                return BoltResponse(status=401, body="invalid request")
+            log.warning("malformed request body refused (%s bytes)", len(body))
+            return BoltResponse(status=400, body="malformed request")
+        response = self.app.dispatch(bolt_request)
+        if response.status == 401:
+            self._signed(body, headers)
+        return response
+
+    def _signed(self, body: str, headers: dict[str, Any]) -> bool:
+        """Check the signature; log stale and forged requests as such (ids only)."""
+        stamp = _first(headers, "x-slack-request-timestamp")
+        signature = _first(headers, "x-slack-signature")
+        try:
+            age = abs(time.time() - int(stamp or ""))
+        except ValueError:
+            log.warning("request refused: no valid timestamp")
+            return False
+        if age > SIGNATURE_WINDOW_SECONDS:
+            log.warning("request refused: stale signature (%ss old)", int(age))
+            return False
+        if not self.verifier.is_valid(body, stamp or "", signature or ""):
+            log.warning("request refused: forged or wrong signature")
+            return False
+        return True
+
+    def health(self) -> tuple[str, bytes]:
+        """Return the status line and body of the health check (database reachable)."""
+        try:
+            with self.db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+            log.warning("health check failed: %s", type(exc).__name__)
+            return "503 Service Unavailable", b'{"ok": false}'
+        return "200 OK", json.dumps({"ok": True}).encode()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
+        if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") == "GET":
+            status, payload = self.health()
+            start_response(status, [("Content-Type", "application/json")])
+            return [payload]
+        return super().__call__(environ, start_response)
+
+
+def _first(headers: dict[str, Any], name: str) -> str | None:
+    value = headers.get(name)
+    if isinstance(value, list | tuple):
+        return value[0] if value else None
+    return value
+
+
+def build_wsgi_app(
+    settings: Settings, db: Database | None = None, app: App | None = None
+) -> PareRequestHandler:
+    """Build the WSGI application: POST /slack/events for Slack, GET /healthz for probes."""
+    db = db or Database(settings.database_url)
+    app = app or build_app(settings, db)
+    _, secret = settings.require_slack()
+    return PareRequestHandler(app, db, secret)
+
+
+@dataclass
+class RunningServer:
+    """A WSGI server running in a background thread."""
+
+    url: str
+    stop: Callable[[], None]
+
+
+def serve_in_thread(wsgi: WsgiApp, port: int = 0) -> RunningServer:
+    """Serve a WSGI app with waitress on 127.0.0.1 in a thread (tests and the demo)."""
+    from waitress.server import create_server
+
+    server = create_server(wsgi, host="127.0.0.1", port=port, threads=8)
+    thread = threading.Thread(target=server.run, name="pare-web", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.close()
+        thread.join(timeout=5)
+
+    return RunningServer(f"http://127.0.0.1:{server.effective_port}", stop)
+
+
+def _start_scheduler(settings: Settings) -> None:
+    from bot.scheduler import start_background
+
+    start_background(settings)
+
+
+def serve(settings: Settings, port: int | None = None, with_scheduler: bool = True) -> None:
+    """Run the app over HTTP with waitress (behind a load balancer), optionally the scheduler."""
+    import waitress
+
+    wsgi = build_wsgi_app(settings)
+    if with_scheduler:
+        _start_scheduler(settings)
+    port = port or settings.port
+    log.info("serving Slack requests on port %s at %s", port, EVENTS_PATH)
+    # All interfaces: in production the load balancer reaches the process from outside.
+    waitress.serve(wsgi, host="0.0.0.0", port=port, threads=16, ident="pare")
+
+
+def serve_socket_mode(settings: Settings, with_scheduler: bool = True) -> None:
+    """Run the app over Socket Mode (no public URL), optionally with the scheduler."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.errors import ConfigError
+
+    if settings.slack_app_token is None:
+        raise ConfigError("SLACK_APP_TOKEN is not set (Socket Mode needs an xapp- token)")
+    db = Database(settings.database_url)
+    app = build_app(settings, db)
+    if with_scheduler:
+        _start_scheduler(settings)
+    log.info("connecting over Socket Mode")
+    SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
