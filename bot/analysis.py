@@ -404,7 +404,7 @@ def analyze_principal(
 
     excluded = exclusion_reason(principal, exclusions)
     if excluded:
-        judge.draft(_whole_principal(principal), "excluded", excluded.capitalize() + ".", "config")
+        judge.draft(_whole_principal(principal), "excluded", excluded[0].upper() + excluded[1:] + ".", "config")
         return outcome("excluded", excluded)
 
     if not judge.older_than_window(principal.created_at):

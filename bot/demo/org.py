@@ -265,9 +265,20 @@ def _trail_files(
             entry = dict(record, userIdentity=identity, recipientAccountId=account)
             entry["eventTime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
             by_day.setdefault(when.strftime("%Y/%m/%d"), []).append(entry)
-    # The trail has delivered since before the window opened: a quiet first file proves it.
+    # The trail has delivered since before the window opened: the reader role's first scan,
+    # 120 days ago, is in its oldest file.
     start = as_of - timedelta(days=120)
-    by_day.setdefault(start.strftime("%Y/%m/%d"), [])
+    reader = f"arn:aws:iam::{account}:role/{READER_ROLE}"
+    opener = dict(records[0], eventSource="iam.amazonaws.com", eventName="GetAccountSummary")
+    opener["userIdentity"] = {
+        "type": "AssumedRole",
+        "arn": f"arn:aws:sts::{account}:assumed-role/{READER_ROLE}/pare",
+        "accountId": account,
+        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": reader}},
+    }
+    opener["eventTime"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    opener["recipientAccountId"] = account
+    by_day.setdefault(start.strftime("%Y/%m/%d"), []).append(opener)
     files = {}
     for day, day_records in sorted(by_day.items()):
         day_records.sort(key=lambda r: r["eventTime"])
@@ -297,6 +308,9 @@ def build(as_of: datetime) -> dict[str, Any]:
         }
         iam.create_role(RoleName=READER_ROLE, AssumeRolePolicyDocument=json.dumps(trust))
         iam.attach_role_policy(RoleName=READER_ROLE, PolicyArn=AWS + "SecurityAudit")
+        reader = next(r for r in _backdate(account, as_of).roles.values() if r.name == READER_ROLE)
+        reader.create_date = as_of - timedelta(days=400)
+        reader.last_used = as_of - timedelta(hours=1)
         _client("s3", account).create_bucket(Bucket=TRAIL_BUCKET.format(account=account))
 
     for spec in ROLES:
