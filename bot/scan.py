@@ -143,8 +143,13 @@ def read_from_aws(spec: AccountSpec, as_of: datetime, window_days: int) -> Accou
     evidence: dict[str, list[UsageEvidence]] = {arn: [] for arn in arns}
     trail = None
     if "cloudtrail" in spec.sources and spec.cloudtrail is not None:
-        readout = read_trail(session, since=as_of - timedelta(days=window_days), until=as_of)
-        evidence = readout.evidence_for(arns, read_at=datetime.now(UTC))
+        # A day before the window is read too: the coverage must start at or before the
+        # window, and a quiet account may log nothing for hours around its start.
+        since = as_of - timedelta(days=window_days + 1)
+        readout = read_trail(session, since=since, until=as_of)
+        # Read in the scan that judges as of `as_of`: to that judgement the data is fresh,
+        # also when an operator replays or projects a date with --as-of.
+        evidence = readout.evidence_for(arns, read_at=as_of)
         trail = readout.summary()
     return AccountRead(inventory.principals, evidence, inventory.problems, trail)
 

@@ -1,0 +1,322 @@
+"""`pare scan` end to end: moto accounts, CloudTrail logs in S3, the real analysis, the database."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+from moto.iam.models import iam_backends
+from sqlalchemy import func, select
+
+import bot.aws.session as aws_session
+from bot.db import Database
+from bot.scan import run_scan
+from bot.settings import Settings
+from bot.teams import Account as AccountSpec
+from models import Account, Finding, Principal, Scan
+
+PAYMENTS, DATA, LOCKED = "111111111111", "222222222222", "333333333333"
+TEAMS_YAML = f"""
+accounts:
+  - id: "{PAYMENTS}"
+    name: payments-prod
+    role_arn: arn:aws:iam::{PAYMENTS}:role/pare-reader
+    external_id: pare-test
+    cloudtrail: {{bucket: trail-{PAYMENTS}, prefix: logs/}}
+  - id: "{DATA}"
+    name: data-prod
+    role_arn: arn:aws:iam::{DATA}:role/pare-reader
+    cloudtrail: {{bucket: trail-{DATA}}}
+  - id: "{LOCKED}"
+    name: locked
+    role_arn: arn:aws:iam::{LOCKED}:role/pare-reader
+    sources: [last_used]
+teams:
+  - name: payments
+    channel: C0PAYMENTS
+    champions: [U0ALICE01]
+    match: {{accounts: ["{PAYMENTS}"]}}
+  - name: data
+    channel: C0DATA0001
+    champions: [U0BOB0001]
+    match: {{names: ["data-*"]}}
+"""
+NOW = datetime.now(UTC).replace(microsecond=0)
+# Principals moto creates today are judged half a year later, so they are old enough.
+AS_OF = NOW + timedelta(days=200)
+WINDOW_START = AS_OF - timedelta(days=90)
+
+
+def _policy(*actions: str) -> str:
+    statement = {"Effect": "Allow", "Action": list(actions), "Resource": "*"}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ec2.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
+
+
+class Org:
+    """The moto organisation: sessions into accounts, and CloudTrail files to deliver."""
+
+    def __init__(self, realdata: Path):
+        folder = realdata / "cloudtrail/invictus-ir_aws_dataset"
+        records = [
+            r for f in sorted(folder.iterdir()) for r in json.loads(f.read_bytes())["Records"]
+        ]
+        # A real record of a call, re-addressed to our principals and times.
+        self.template = next(r for r in records if r["eventName"] == "ListBuckets")
+        self.sts = boto3.client("sts", region_name="us-east-1")
+
+    def session(self, account: str) -> boto3.Session:
+        creds = self.sts.assume_role(
+            RoleArn=f"arn:aws:iam::{account}:role/setup", RoleSessionName="setup"
+        )["Credentials"]
+        return boto3.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            region_name="us-east-1",
+        )
+
+    def call(self, account: str, role: str, source: str, name: str, at: datetime) -> dict:
+        record = copy.deepcopy(self.template)
+        record["eventSource"] = source
+        record["eventName"] = name
+        record["eventTime"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        record["recipientAccountId"] = account
+        record["userIdentity"] = {
+            "type": "AssumedRole",
+            "arn": f"arn:aws:sts::{account}:assumed-role/{role}/i-0abc",
+            "accountId": account,
+            "sessionContext": {
+                "sessionIssuer": {
+                    "type": "Role",
+                    "arn": f"arn:aws:iam::{account}:role/{role}",
+                    "accountId": account,
+                    "userName": role,
+                }
+            },
+        }
+        return record
+
+    def deliver(self, account: str, prefix: str, at: datetime, records: list[dict]) -> None:
+        stamp = at.strftime("%Y%m%dT%H%MZ")
+        key = (
+            f"{prefix}AWSLogs/{account}/CloudTrail/us-east-1/{at:%Y/%m/%d}/"
+            f"{account}_CloudTrail_us-east-1_{stamp}_{len(records)}x.json"
+        )
+        body = json.dumps({"Records": records}).encode()
+        self.session(account).client("s3").put_object(Bucket=f"trail-{account}", Key=key, Body=body)
+
+
+def _role(iam: Any, name: str, *actions: str, tags: dict[str, str] | None = None) -> None:
+    iam.create_role(
+        RoleName=name,
+        AssumeRolePolicyDocument=TRUST,
+        Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()],
+    )
+    iam.put_role_policy(RoleName=name, PolicyName="work", PolicyDocument=_policy(*actions))
+
+
+def _mark_used(account: str, *roles: str) -> None:
+    # RoleLastUsed inside the window: the role itself is in use, so its grants are judged.
+    backend = iam_backends[account]["global"]
+    for name in roles:
+        backend.get_role(name).last_used = AS_OF - timedelta(days=5)
+
+
+@pytest.fixture
+def org(realdata: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Org]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        org = Org(realdata)
+        iam = org.session(PAYMENTS).client("iam")
+        _role(iam, "checkout", "s3:ListAllMyBuckets", "sqs:ListQueues")
+        iam.create_service_linked_role(AWSServiceName="elasticbeanstalk.amazonaws.com")
+        iam.create_user(UserName="deploy-bot")
+        iam.create_access_key(UserName="deploy-bot")
+        _mark_used(PAYMENTS, "checkout")
+        org.session(PAYMENTS).client("s3").create_bucket(Bucket=f"trail-{PAYMENTS}")
+
+        iam = org.session(DATA).client("iam")
+        _role(iam, "data-loader", "sqs:ListQueues")
+        _role(iam, "orphan-job", "sqs:ListQueues")
+        _mark_used(DATA, "data-loader", "orphan-job")
+        org.session(DATA).client("s3").create_bucket(Bucket=f"trail-{DATA}")
+
+        # The trail speaks from before the window to its end.
+        before = WINDOW_START - timedelta(minutes=30)
+        late = AS_OF - timedelta(hours=3)
+        org.deliver(
+            PAYMENTS,
+            "logs/",
+            before,
+            [org.call(PAYMENTS, "checkout", "s3.amazonaws.com", "ListBuckets", before)],
+        )
+        org.deliver(
+            PAYMENTS,
+            "logs/",
+            late,
+            [org.call(PAYMENTS, "checkout", "s3.amazonaws.com", "ListBuckets", late)],
+        )
+        org.deliver(
+            DATA,
+            "",
+            before,
+            [org.call(DATA, "data-loader", "sqs.amazonaws.com", "ListQueues", before)],
+        )
+        org.deliver(
+            DATA, "", late, [org.call(DATA, "data-loader", "sqs.amazonaws.com", "ListQueues", late)]
+        )
+
+        real_open = aws_session.open_account
+
+        def open_account(account: AccountSpec, *args: Any, **kwargs: Any) -> Any:
+            if account.id != LOCKED:
+                return real_open(account, *args, **kwargs)
+            sts = boto3.client("sts", region_name="us-east-1")
+            with Stubber(sts) as stub:
+                stub.add_client_error("assume_role", "AccessDenied", http_status_code=403)
+                return real_open(account, sts=sts)
+
+        monkeypatch.setattr(aws_session, "open_account", open_account)
+        yield org
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db: Database) -> Settings:
+    teams = tmp_path / "teams.yaml"
+    teams.write_text(TEAMS_YAML, encoding="utf-8")
+    return Settings(DATABASE_URL=db.url, PARE_TEAMS_FILE=teams, PARE_WINDOW_DAYS=90)
+
+
+def _open(db: Database) -> dict[tuple[str, str], Finding]:
+    with db.session() as session:
+        rows = session.execute(
+            select(Principal.name, Finding)
+            .join(Finding.principal)
+            .where(Finding.closed_at.is_(None), Finding.status == "unused")
+        ).all()
+    return {(name, finding.key): finding for name, finding in rows}
+
+
+def test_a_scan_records_findings_per_account_and_reports_the_unreadable_one(
+    org: Org, settings: Settings, db: Database
+) -> None:
+    report = run_scan(settings, as_of=AS_OF)
+    summary = report.summary()
+
+    assert not report.ok
+    assert set(_open(db)) == {
+        ("checkout", "unused_permission:sqs"),
+        ("deploy-bot", "unused_access_key:" + _key_id(db, "deploy-bot")),
+        ("orphan-job", "unused_permission:sqs"),
+    }
+    assert "payments-prod (111111111111): 3 principals read; findings 2 open, 2 new" in summary
+    assert "data-prod (222222222222): 2 principals read; findings 1 open, 1 new" in summary
+    assert "1 unowned principals: orphan-job" in summary
+    assert "locked (333333333333): not scanned" in summary and "AccessDenied" in summary
+    with db.session() as session:
+        locked = session.scalars(select(Account).where(Account.account_id == LOCKED)).one()
+        scans = {s.account_id: s for s in session.scalars(select(Scan))}
+        linked = session.scalars(
+            select(Principal.data_state).where(Principal.path.like("/aws-service-role/%"))
+        ).all()
+        teams = dict(session.execute(select(Principal.name, Principal.team_id)).all())
+    assert locked.last_scan_status == "failed" and "AccessDenied" in locked.last_scan_error
+    assert scans[locked.id].status == "failed" and scans[locked.id].finished_at is not None
+    assert sorted(s.status for s in scans.values()) == ["failed", "ok", "ok"]
+    assert linked == ["excluded"]
+    assert teams["orphan-job"] is None and teams["data-loader"] is not None
+
+
+def _key_id(db: Database, user: str) -> str:
+    with db.session() as session:
+        finding = session.scalars(
+            select(Finding).join(Finding.principal).where(Principal.name == user)
+        ).first()
+    return finding.resource_id if finding else ""
+
+
+def test_a_rescan_updates_in_place_closes_what_was_used_again_and_what_is_gone(
+    org: Org, settings: Settings, db: Database
+) -> None:
+    run_scan(settings, as_of=AS_OF)
+    before = _open(db)
+    with db.session() as session:
+        rows_before = session.scalar(select(func.count(Finding.id)))
+
+    later = AS_OF + timedelta(days=1)
+    moment = later - timedelta(hours=3)
+    call = org.call(PAYMENTS, "checkout", "sqs.amazonaws.com", "ListQueues", moment)
+    org.deliver(PAYMENTS, "logs/", moment, [call])
+    call = org.call(DATA, "data-loader", "sqs.amazonaws.com", "ListQueues", moment)
+    org.deliver(DATA, "", moment, [call])
+    org.session(DATA).client("iam").delete_role_policy(RoleName="orphan-job", PolicyName="work")
+    org.session(DATA).client("iam").delete_role(RoleName="orphan-job")
+    report = run_scan(settings, as_of=later, accounts=[PAYMENTS, DATA])
+
+    after = _open(db)
+    with db.session() as session:
+        rows_after = session.scalar(select(func.count(Finding.id)))
+        closed = dict(
+            session.execute(
+                select(Principal.name, Finding.closed_reason)
+                .join(Finding.principal)
+                .where(Finding.closed_at.is_not(None))
+            ).all()
+        )
+        gone = session.scalars(select(Principal).where(Principal.gone_at.is_not(None))).all()
+    assert report.ok
+    assert set(after) == {k for k in before if k[0] == "deploy-bot"}
+    key = next(k for k in before if k[0] == "deploy-bot")
+    assert after[key].id == before[key].id
+    assert rows_after == rows_before
+    assert closed == {"checkout": "used_again", "orphan-job": "principal_gone"}
+    assert [p.name for p in gone] == ["orphan-job"]
+    assert "1 closed" in report.summary()
+
+
+def test_incomplete_data_closes_nothing(org: Org, settings: Settings, db: Database) -> None:
+    run_scan(settings, as_of=AS_OF, accounts=[PAYMENTS])
+    opened = {k: f.id for k, f in _open(db).items()}
+
+    broken_at = AS_OF - timedelta(days=1)
+    key = f"logs/AWSLogs/{PAYMENTS}/CloudTrail/us-east-1/{broken_at:%Y/%m/%d}/broken.json.gz"
+    org.session(PAYMENTS).client("s3").put_object(
+        Bucket=f"trail-{PAYMENTS}", Key=key, Body=b"\x1f\x8bcut short"
+    )
+    report = run_scan(settings, as_of=AS_OF + timedelta(days=1), accounts=[PAYMENTS])
+
+    with db.session() as session:
+        findings = session.scalars(select(Finding).where(Finding.id.in_(opened.values()))).all()
+        states = {p.name: p.data_state for p in session.scalars(select(Principal))}
+    assert all(f.closed_at is None for f in findings)
+    assert states["checkout"] == "incomplete"
+    assert "broken.json.gz" in report.summary() or "incomplete" in report.summary()
