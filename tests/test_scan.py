@@ -22,6 +22,10 @@ from bot.scan import run_scan
 from bot.settings import Settings
 from bot.teams import Account as AccountSpec
 from models import Account, Finding, Principal, Scan
+from tests.aws.conftest import fake_credentials  # noqa: F401  (the fixture, used below)
+from tests.aws.helpers import EC2_TRUST, allow
+
+pytestmark = pytest.mark.usefixtures("fake_credentials")
 
 PAYMENTS, DATA, LOCKED = "111111111111", "222222222222", "333333333333"
 TEAMS_YAML = f"""
@@ -53,25 +57,6 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 # Principals moto creates today are judged half a year later, so they are old enough.
 AS_OF = NOW + timedelta(days=200)
 WINDOW_START = AS_OF - timedelta(days=90)
-
-
-def _policy(*actions: str) -> str:
-    statement = {"Effect": "Allow", "Action": list(actions), "Resource": "*"}
-    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
-
-
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "ec2.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
 
 
 class Org:
@@ -131,10 +116,10 @@ class Org:
 def _role(iam: Any, name: str, *actions: str, tags: dict[str, str] | None = None) -> None:
     iam.create_role(
         RoleName=name,
-        AssumeRolePolicyDocument=TRUST,
+        AssumeRolePolicyDocument=EC2_TRUST,
         Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()],
     )
-    iam.put_role_policy(RoleName=name, PolicyName="work", PolicyDocument=_policy(*actions))
+    iam.put_role_policy(RoleName=name, PolicyName="work", PolicyDocument=allow(*actions))
 
 
 def _mark_used(account: str, *roles: str) -> None:
@@ -146,14 +131,6 @@ def _mark_used(account: str, *roles: str) -> None:
 
 @pytest.fixture
 def org(realdata: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Org]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
         org = Org(realdata)
         iam = org.session(PAYMENTS).client("iam")

@@ -16,29 +16,9 @@ from bot.aws.inventory import read_account
 from bot.aws.session import CLIENT_CONFIG, AccountSession
 from bot.errors import AwsReadError
 from bot.teams import Account
+from tests.aws.helpers import EC2_TRUST, allow
 
 ACCOUNT = "123456789012"
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "ec2.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
-
-
-def _doc(*actions: str) -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": list(actions), "Resource": "*"}],
-        }
-    )
 
 
 class _StubbedSession(AccountSession):
@@ -56,23 +36,23 @@ class _StubbedSession(AccountSession):
 def account() -> Any:
     with mock_aws(config={"iam": {"load_aws_managed_policies": True}}):
         iam = boto3.client("iam", region_name="us-east-1")
-        boundary = iam.create_policy(PolicyName="boundary", PolicyDocument=_doc("s3:*"))
-        shared = iam.create_policy(PolicyName="shared-read", PolicyDocument=_doc("sqs:List*"))
+        boundary = iam.create_policy(PolicyName="boundary", PolicyDocument=allow("s3:*"))
+        shared = iam.create_policy(PolicyName="shared-read", PolicyDocument=allow("sqs:List*"))
         iam.create_role(
             RoleName="app",
             Path="/teams/",
-            AssumeRolePolicyDocument=TRUST,
+            AssumeRolePolicyDocument=EC2_TRUST,
             Tags=[{"Key": "team", "Value": "payments"}],
             PermissionsBoundary=boundary["Policy"]["Arn"],
         )
-        iam.put_role_policy(RoleName="app", PolicyName="own", PolicyDocument=_doc("s3:GetObject"))
+        iam.put_role_policy(RoleName="app", PolicyName="own", PolicyDocument=allow("s3:GetObject"))
         iam.attach_role_policy(
             RoleName="app", PolicyArn="arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"
         )
         iam.attach_role_policy(RoleName="app", PolicyArn=shared["Policy"]["Arn"])
         iam.create_group(GroupName="ops")
         iam.put_group_policy(
-            GroupName="ops", PolicyName="ops-inline", PolicyDocument=_doc("ec2:Describe*")
+            GroupName="ops", PolicyName="ops-inline", PolicyDocument=allow("ec2:Describe*")
         )
         iam.attach_group_policy(GroupName="ops", PolicyArn=shared["Policy"]["Arn"])
         iam.create_user(UserName="alice")
