@@ -116,14 +116,25 @@ class RunningServer:
 
 def serve_in_thread(wsgi: WsgiApp, port: int = 0) -> RunningServer:
     """Serve a WSGI app with waitress on 127.0.0.1 in a thread (tests and the demo)."""
+    from waitress import wasyncore
     from waitress.server import create_server
 
-    server = create_server(wsgi, host="127.0.0.1", port=port, threads=8)
-    thread = threading.Thread(target=server.run, name="pare-web", daemon=True)
+    sockets: dict[int, Any] = {}
+    server = create_server(wsgi, map=sockets, host="127.0.0.1", port=port, threads=8)
+    stopping = threading.Event()
+
+    def run() -> None:
+        # Our own loop, so the sockets are closed by the thread that polls them.
+        while not stopping.is_set():
+            wasyncore.loop(timeout=0.05, map=sockets, count=1)
+        server.close()
+        server.task_dispatcher.shutdown()
+
+    thread = threading.Thread(target=run, name="pare-web", daemon=True)
     thread.start()
 
     def stop() -> None:
-        server.close()
+        stopping.set()
         thread.join(timeout=5)
 
     return RunningServer(f"http://127.0.0.1:{server.effective_port}", stop)
