@@ -54,6 +54,8 @@ def exclusion_reason(principal: PrincipalRecord, exclusions: Exclusions) -> str 
         if fnmatch.fnmatchcase(name, pattern):
             return f"matches the excluded name pattern {pattern}"
     for pattern in exclusions.allow_list:
+        if pattern == principal.arn:
+            return "on the allow-list"
         if fnmatch.fnmatchcase(principal.arn, pattern) or fnmatch.fnmatchcase(name, pattern):
             return f"on the allow-list ({pattern})"
     if exclusions.exempt_tag and exclusions.exempt_tag in principal.tags:
@@ -325,11 +327,11 @@ class _Judge:
 
         if not used_in_window:
             whole = not too_new and not unseeable
+            last = f" (last used {_day(service_last)})" if service_last else ""
             self.draft(
                 "unused_permission",
                 "unused",
-                f"No use of {service} in the {self.window_days} days {source_name} covers"
-                f" (last used {_day(service_last)}).",
+                f"No use of {service} in the {self.window_days} days {source_name} covers{last}.",
                 source_name,
                 service=service,
                 actions=None if whole else [g.action for g in judgeable],
@@ -404,7 +406,12 @@ def analyze_principal(
 
     excluded = exclusion_reason(principal, exclusions)
     if excluded:
-        judge.draft(_whole_principal(principal), "excluded", excluded[0].upper() + excluded[1:] + ".", "config")
+        judge.draft(
+            _whole_principal(principal),
+            "excluded",
+            excluded[0].upper() + excluded[1:] + ".",
+            "config",
+        )
         return outcome("excluded", excluded)
 
     if not judge.older_than_window(principal.created_at):

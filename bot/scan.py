@@ -289,12 +289,17 @@ def _scan_account(
         scan_id, account_pk = scan.id, account.id
     try:
         read = reader(spec, as_of, settings.window_days)
+        exclusions = settings.teams.exclusions
+        if spec.role_arn:
+            # Pare's own reader role is the operator's to size, not a team's to trim.
+            allow = (*exclusions.allow_list, spec.role_arn)
+            exclusions = exclusions.model_copy(update={"allow_list": allow})
         analyses = analyze(
             read.principals,
             read.evidence,
             as_of=as_of,
             window_days=settings.window_days,
-            exclusions=settings.teams.exclusions,
+            exclusions=exclusions,
         )
         result.problems.extend(read.problems)
         result.trail = read.trail

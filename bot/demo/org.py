@@ -265,20 +265,22 @@ def _trail_files(
             entry = dict(record, userIdentity=identity, recipientAccountId=account)
             entry["eventTime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
             by_day.setdefault(when.strftime("%Y/%m/%d"), []).append(entry)
-    # The trail has delivered since before the window opened: the reader role's first scan,
-    # 120 days ago, is in its oldest file.
-    start = as_of - timedelta(days=120)
+    # Pare's own reader role reads IAM every day, so the trail has a record every day, from
+    # before the tracking window opened until now.
     reader = f"arn:aws:iam::{account}:role/{READER_ROLE}"
-    opener = dict(records[0], eventSource="iam.amazonaws.com", eventName="GetAccountSummary")
-    opener["userIdentity"] = {
-        "type": "AssumedRole",
-        "arn": f"arn:aws:sts::{account}:assumed-role/{READER_ROLE}/pare",
-        "accountId": account,
-        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": reader}},
-    }
-    opener["eventTime"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
-    opener["recipientAccountId"] = account
-    by_day.setdefault(start.strftime("%Y/%m/%d"), []).append(opener)
+    for days_ago in range(0, 121):
+        when = as_of - timedelta(days=days_ago, hours=1)
+        entry = dict(records[0], eventSource="iam.amazonaws.com")
+        entry["eventName"] = "GetAccountAuthorizationDetails"
+        entry["userIdentity"] = {
+            "type": "AssumedRole",
+            "arn": f"arn:aws:sts::{account}:assumed-role/{READER_ROLE}/pare",
+            "accountId": account,
+            "sessionContext": {"sessionIssuer": {"type": "Role", "arn": reader}},
+        }
+        entry["eventTime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        entry["recipientAccountId"] = account
+        by_day.setdefault(when.strftime("%Y/%m/%d"), []).append(entry)
     files = {}
     for day, day_records in sorted(by_day.items()):
         day_records.sort(key=lambda r: r["eventTime"])
