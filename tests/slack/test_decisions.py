@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -206,3 +207,23 @@ def test_simultaneous_clicks_from_two_champions_give_one_decision(
     [told] = standin.calls["chat.postEphemeral"]
     assert told["user"] != decision.decided_by
     assert f"<@{decision.decided_by}> already" in told["text"]
+
+
+def test_unexpected_error_gives_a_reference_that_is_also_logged(
+    realdata, endpoint, standin, posted, monkeypatch, caplog
+):
+    items, ts = posted
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr("handlers.actions.decide", broken)
+    caplog.set_level(logging.ERROR, logger="bot.slack.app")
+
+    post(endpoint, click(realdata, standin, ALICE, items[0], ts))
+
+    wait_for(lambda: standin.count("chat.postEphemeral") == 1)
+    told = standin.calls["chat.postEphemeral"][0]["text"]
+    reference = told.split("`")[1]
+    assert "Nothing was changed" in told and "database on fire" not in told
+    assert f"ref={reference}" in caplog.text
