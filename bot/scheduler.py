@@ -181,11 +181,9 @@ class Lease:
             self.fencing = self.expires_at = None
 
     def fence(self, session: Session, now: datetime) -> None:
-        """Lock the lease row in session's transaction, or raise LeaseLost if it is not ours.
-
-        The no-op UPDATE holds the row until the transaction ends, so a takeover cannot slip
-        between this check and the job claim that follows it.
-        """
+        """Lock the lease row in session's transaction, or raise LeaseLost if it is not ours."""
+        # The no-op UPDATE holds the row until the transaction ends, so a takeover cannot slip
+        # between this check and the job claim that follows it.
         if self.fencing is None:
             raise LeaseLost(self.holder)
         still = session.execute(
@@ -356,11 +354,9 @@ def run_due(
     only: Iterable[str] = JOBS,
     clock: Clock | None = None,
 ) -> list[Ran]:
-    """Run every job that is due at `now` and not yet done; return what ran.
-
-    With a lease, each claim is fenced: a process that lost leadership starts nothing more.
-    `clock` (default: `now` throughout) timestamps claims and ends during a long tick.
-    """
+    """Run every job that is due at `now` and not yet done; return what ran."""
+    # With a lease, each claim is fenced: a process that lost leadership starts nothing more.
+    # `clock` (default: `now` throughout) stamps claims and ends during a long tick.
     now = now.astimezone(UTC)
     tell = clock or (lambda: now)
     jobs = _due_jobs(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -168,27 +168,41 @@ def test_renewing_keeps_the_fencing_token(db):
     assert lease.expires_at == now + timedelta(seconds=80) + TTL
 
 
-def test_schedulers_racing_for_the_lease_elect_exactly_one(db):
-    now = utc(2026, 12, 7, 8)
-    contenders = 6
-    barrier = threading.Barrier(contenders)
-    won: list[str] = []
+def race(url: str, racers: int, attempt: Callable[[Database, int], Any]) -> list[Any]:
+    """Run attempt at once in several threads, each with its own pool; return what succeeded."""
+    barrier = threading.Barrier(racers)
+    results: list[Any] = []
+    errors: list[BaseException] = []
 
-    def contend(index: int) -> None:
-        replica = Database(db.url)
+    def run(index: int) -> None:
+        replica = Database(url)
         try:
-            lease = Lease(replica, f"replica-{index}", ttl=TTL)
             barrier.wait()
-            if lease.acquire(now):
-                won.append(lease.holder)
+            result = attempt(replica, index)
+            if result:
+                results.append(result)
+        except BaseException as exc:  # surfaced below: a thread's failure must fail the test
+            errors.append(exc)
         finally:
             replica.engine.dispose()
 
-    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(racers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert errors == []
+    return results
+
+
+def test_schedulers_racing_for_the_lease_elect_exactly_one(db):
+    now = utc(2026, 12, 7, 8)
+
+    def contend(replica: Database, index: int) -> str | None:
+        lease = Lease(replica, f"replica-{index}", ttl=TTL)
+        return lease.holder if lease.acquire(now) else None
+
+    won = race(db.url, 6, contend)
 
     assert len(won) == 1
     with db.session() as session:
@@ -248,25 +262,10 @@ def test_a_second_tick_finds_the_work_done(db, other_process, jobs):
 
 def test_racing_claims_on_one_key_give_one_run(db):
     now = utc(2026, 12, 7, 9)
-    racers = 6
-    barrier = threading.Barrier(racers)
-    claims: list[object] = []
 
-    def race() -> None:
-        replica = Database(db.url)
-        try:
-            barrier.wait()
-            claim = claim_run(replica, DIGEST, "payments:2026-12-07", now)
-            if claim is not None:
-                claims.append(claim)
-        finally:
-            replica.engine.dispose()
-
-    threads = [threading.Thread(target=race) for _ in range(racers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    claims = race(
+        db.url, 6, lambda replica, _: claim_run(replica, DIGEST, "payments:2026-12-07", now)
+    )
 
     assert len(claims) == 1
     with db.session() as session:

@@ -1,0 +1,37 @@
+# The README's two commands are `make demo` and `make test`; both set up .venv first.
+# VENV may point elsewhere (CI installs into a fresh one).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.pare-installed
+
+.PHONY: setup demo test lint bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the dependencies change.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/pare db upgrade
+	$(BIN)/pare demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	@if [ -f benchmarks/__main__.py ]; then \
+		$(BIN)/python -m benchmarks; \
+	else \
+		echo "no benchmarks yet (benchmarks/__main__.py)"; \
+	fi
