@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -164,10 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the pare command line."""
     args = build_parser().parse_args(argv)
     try:
-        settings_level = args.log_level
-        if settings_level is None:
-            settings_level = "INFO"
-        logs.configure(settings_level)
+        level = args.log_level
+        if level is None:
+            # The demo narrates what happens; its log lines would only bury the story.
+            level = "WARNING" if args.command == "demo" else os.environ.get("PARE_LOG_LEVEL", "INFO")
+        as_json = os.environ.get("PARE_LOG_JSON", "").lower() in {"1", "true", "yes"}
+        logs.configure(level, as_json=as_json)
         return args.func(args)
     except PareError as exc:
         print(f"pare: {exc}", file=sys.stderr)

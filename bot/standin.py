@@ -12,6 +12,7 @@ import hmac
 import itertools
 import json
 import logging
+import re
 import threading
 import time
 import urllib.error
@@ -165,13 +166,15 @@ class SlackStandIn:
     def transcript(self, channel: str | None = None) -> str:
         """Return what each channel (or one) shows, as readable text."""
         lines: list[str] = []
+        names = {uid: user["name"] for uid, user in self.users.items()}
+        names.setdefault(BOT_USER, "pare")
         for chan in sorted(self.channels) if channel is None else [channel]:
             name = self.channel_names.get(chan, chan)
             lines.append(f"=== #{name} ({chan}) ===")
             for message in self.channels.get(chan, []):
-                lines.extend(_render(message, indent=""))
+                lines.extend(_render(message, "", names))
                 for reply in message.replies:
-                    lines.extend(_render(reply, indent="    | "))
+                    lines.extend(_render(reply, "    | ", names))
             lines.append("")
         return "\n".join(lines)
 
@@ -358,10 +361,26 @@ def _block_lines(block: dict[str, Any]) -> list[str]:
     return [f"({kind} block)"]
 
 
-def _render(message: Message, indent: str) -> list[str]:
-    head = f"{message.user}"
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)>")
+_DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
+_LINK = re.compile(r"<(https?://[^|>]+)\|([^>]*)>")
+_SPECIAL = re.compile(r"<!(channel|here|everyone)>")
+
+
+def readable(text: str, names: dict[str, str]) -> str:
+    """Render mrkdwn the way a person sees it in Slack: names, dates, link texts, plain &<>."""
+    text = _MENTION.sub(lambda m: "@" + names.get(m.group(1), m.group(1)), text)
+    text = _DATE.sub(lambda m: m.group(1), text)
+    text = _LINK.sub(lambda m: f"{m.group(2)} ({m.group(1)})", text)
+    text = _SPECIAL.sub(lambda m: f"@{m.group(1)}", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _render(message: Message, indent: str, names: dict[str, str] | None = None) -> list[str]:
+    names = names or {}
+    head = names.get(message.user, message.user)
     if message.visible_to:
-        head += f" (only visible to {message.visible_to})"
+        head += f" (only visible to {names.get(message.visible_to, message.visible_to)})"
     if message.edits:
         head += " (edited)"
     body: list[str] = []
@@ -371,6 +390,7 @@ def _render(message: Message, indent: str) -> list[str]:
         body = [message.text]
     lines = [f"{indent}[{message.ts}] {head}:"]
     for text in body:
+        text = readable(text, names)
         lines.extend(f"{indent}  {line}" for line in text.splitlines() or [""])
     return lines
 
