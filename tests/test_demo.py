@@ -1,0 +1,52 @@
+"""`pare demo`, as a new user runs it: the whole loop, on moto and the local Slack stand-in."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from bot.cli import main
+
+
+def test_demo_shows_the_whole_loop(tmp_path, capsys):
+    workdir = tmp_path / "demo"
+    assert main(["demo", "--workdir", str(workdir)]) == 0
+    out = capsys.readouterr().out
+
+    # The real scan read all three accounts and reported the unowned principal.
+    assert "payments-prod (111122223333): 7 principals read" in out
+    assert "data-prod (444455556666)" in out and "shared-tools (777788889999)" in out
+    assert "unowned principals: experiment-sandbox" in out
+
+    # Each team's digest reached its own channel.
+    for team in ("payments", "data", "platform"):
+        assert f"{team}: posted" in out
+    channels = (workdir / "channels.txt").read_text()
+    payments = channels.split("=== #payments")[1].split("=== #")[0]
+    data = channels.split("=== #data")[1].split("=== #")[0]
+
+    # The unused role and the key and password are offered; AWS-owned roles never are.
+    assert "payments-batch-legacy" in payments
+    assert "Unused access key" in data and "Unused console password" in data
+    assert "AWSServiceRoleForSupport" not in channels
+    assert "AWSReservedSSO" not in channels
+    # The too-new role is counted, not offered, and its hostile tag notifies nobody.
+    assert "payments-new-worker" not in channels
+    assert "1 too new to judge" in payments
+    assert "@channel" not in channels
+
+    # Decisions show in the message; the bystander is refused and named champions.
+    assert "Approved by @payments-champion" in payments
+    assert "Deferred by @payments-champion" in payments
+    assert "already approved this" in payments
+    assert "Approved by @data-champion" in data
+    assert "(only visible to bystander)" in data
+    assert "Only data's champions can decide its findings: @data-champion" in data
+
+    # The leaderboard ranks every team.
+    board = channels.split("=== #pare-leaderboard")[1]
+    assert board.index("payments") < board.index("platform")
+
+    # The SQLite file is left for inspection, with exactly the three decisions made.
+    with sqlite3.connect(workdir / "pare.db") as conn:
+        rows = conn.execute("select kind, decided_by from decisions order by id").fetchall()
+    assert rows == [("approve", "U0PAYCHAMP"), ("defer", "U0PAYCHAMP"), ("approve", "U0DATACHAMP")]
