@@ -168,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = args.log_level
         if level is None:
             # The demo narrates what happens; its log lines would only bury the story.
-            level = "WARNING" if args.command == "demo" else os.environ.get("PARE_LOG_LEVEL", "INFO")
+            level = (
+                "WARNING" if args.command == "demo" else os.environ.get("PARE_LOG_LEVEL", "INFO")
+            )
         as_json = os.environ.get("PARE_LOG_JSON", "").lower() in {"1", "true", "yes"}
         logs.configure(level, as_json=as_json)
         return args.func(args)
