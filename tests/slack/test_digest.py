@@ -138,8 +138,12 @@ def test_worst_case_names_and_hundreds_of_services_stay_within_limits(
     assert len(first.replies) == outcome.messages - 1 >= 25
     for message in [first, *first.replies]:
         assert_within_limits(message)
+    wire = json.dumps([m.blocks for m in [first, *first.replies]])
+    assert "&lt;!channel&gt; &lt;https://evil.example|click&gt; &amp;" in wire
     shown = standin.transcript(PAYMENTS)
-    assert "&lt;!channel&gt; &lt;https://evil.example|click&gt; &amp;" in shown
+    # A person sees the hostile text literally: no @channel ping, no disguised link.
+    assert "<!channel> <https://evil.example|click> &" in shown
+    assert "@channel" not in shown
     assert "… and" in shown  # the 800 EC2 actions were cut, with a count
     with org.session() as session:
         items = session.scalars(select(DigestItem)).all()
