@@ -6,7 +6,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,10 +141,20 @@ def serve_in_thread(wsgi: WsgiApp, port: int = 0) -> RunningServer:
     return RunningServer(f"http://127.0.0.1:{server.effective_port}", stop)
 
 
-def _start_scheduler(settings: Settings) -> None:
+@contextmanager
+def _scheduler(settings: Settings, enabled: bool) -> Iterator[None]:
+    """Run the scheduler beside the app, and release its lease when the app stops."""
+    if not enabled:
+        yield
+        return
     from bot.scheduler import start_background
 
-    start_background(settings)
+    handle = start_background(settings)
+    try:
+        yield
+    finally:
+        # Releasing the lease lets another replica lead at once instead of after it expires.
+        handle.stop()
 
 
 def serve(settings: Settings, port: int | None = None, with_scheduler: bool = True) -> None:
@@ -151,12 +162,11 @@ def serve(settings: Settings, port: int | None = None, with_scheduler: bool = Tr
     import waitress
 
     wsgi = build_wsgi_app(settings)
-    if with_scheduler:
-        _start_scheduler(settings)
     port = port or settings.port
-    log.info("serving Slack requests on port %s at %s", port, EVENTS_PATH)
-    # All interfaces: in production the load balancer reaches the process from outside.
-    waitress.serve(wsgi, host="0.0.0.0", port=port, threads=16, ident="pare")
+    with _scheduler(settings, with_scheduler):
+        log.info("serving Slack requests on port %s at %s", port, EVENTS_PATH)
+        # All interfaces: in production the load balancer reaches the process from outside.
+        waitress.serve(wsgi, host="0.0.0.0", port=port, threads=16, ident="pare")
 
 
 def serve_socket_mode(settings: Settings, with_scheduler: bool = True) -> None:
@@ -169,7 +179,6 @@ def serve_socket_mode(settings: Settings, with_scheduler: bool = True) -> None:
         raise ConfigError("SLACK_APP_TOKEN is not set (Socket Mode needs an xapp- token)")
     db = Database(settings.database_url)
     app = build_app(settings, db)
-    if with_scheduler:
-        _start_scheduler(settings)
-    log.info("connecting over Socket Mode")
-    SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
+    with _scheduler(settings, with_scheduler):
+        log.info("connecting over Socket Mode")
+        SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
