@@ -18,8 +18,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 setup: $(STAMP)
 
+# The demo migrates its own SQLite file in demo-output/.
 demo: setup
-	$(BIN)/pare db upgrade
 	$(BIN)/pare demo
 
 test: setup
