@@ -10,7 +10,7 @@ import fnmatch
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bot.catalog import Catalogue, catalogue, is_permission_only
@@ -22,6 +22,7 @@ from bot.domain import (
     PrincipalRecord,
     UsageEvidence,
 )
+from bot.evidence.access_analyzer import AnalyzerEvidence
 from bot.teams import Exclusions
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,21 @@ def _day(moment: datetime | None) -> str:
     return moment.date().isoformat() if moment else "never"
 
 
+def _latest(*moments: datetime | None) -> datetime | None:
+    return max((m for m in moments if m is not None), default=None)
+
+
+def policy_detail(policy: Policy) -> dict[str, object]:
+    """Return a policy as a finding's detail shows it, with everyone else it grants to."""
+    return {
+        "name": policy.name,
+        "arn": policy.arn,
+        "origin": policy.origin,
+        "group": policy.group,
+        "attached_to": list(policy.attached_to),
+    }
+
+
 class _Judge:
     """The analysis of one principal against one tracking window."""
 
@@ -132,6 +148,10 @@ class _Judge:
         self.covering = [e for e in evidence if _covers(e, self.start, as_of)]
         self.read_at = max((e.read_at for e in evidence), default=as_of)
         self.findings: list[FindingDraft] = []
+        # The analyzer's word on roles, keys and passwords counts only where it covers the
+        # whole window; otherwise IAM's own last-used dates decide alone.
+        self.analyzer = next((e for e in self.covering if isinstance(e, AnalyzerEvidence)), None)
+        self._policy_grants: dict[int, set[str]] = {}
 
     def draft(self, kind: str, status: str, reason: str, source: str, **extra) -> FindingDraft:  # type: ignore[no-untyped-def]
         finding = FindingDraft(
@@ -154,6 +174,26 @@ class _Judge:
     def judge_role(self) -> bool:
         """Judge the role as a whole; return True if the whole role is unused."""
         p = self.p
+        aa = self.analyzer
+        if aa is not None and aa.role_unused:
+            last = _latest(aa.role_last_used, p.last_used_at)
+            if last is not None and last > self.start:
+                # IAM saw a use the analyzer has not caught up with: keep the role.
+                return False
+            self.draft(
+                "unused_role",
+                "unused",
+                f"Access Analyzer: not used in the {self.window_days}-day window "
+                f"(last used {_day(last)}).",
+                aa.source,
+                last_used_at=last,
+                read_at=aa.read_at,
+                detail={
+                    "analyzer_arn": aa.analyzer_arn,
+                    "finding_id": aa.finding_ids.get("UnusedIAMRole", ""),
+                },
+            )
+            return True
         if not p.last_used_known:
             self.draft("unused_role", "unknown", "Its last use could not be read.", "last_used")
             return False
@@ -188,8 +228,13 @@ class _Judge:
                     read_at=self.as_of,
                 )
                 continue
-            if key.last_used_at is not None and key.last_used_at > self.start:
+            source, read_at, last = "last_used", self.as_of, key.last_used_at
+            if self.analyzer is not None and key.key_id in self.analyzer.unused_keys:
+                source, read_at = self.analyzer.source, self.analyzer.read_at
+                last = _latest(last, self.analyzer.unused_keys[key.key_id])
+            if last is not None and last > self.start:
                 continue
+            key = replace(key, last_used_at=last)
             reason = (
                 f"Not used in the last {self.window_days} days "
                 f"(last used {_day(key.last_used_at)})."
@@ -200,10 +245,10 @@ class _Judge:
                 "unused_access_key",
                 "unused",
                 reason,
-                "last_used",
+                source,
                 resource_id=key.key_id,
                 last_used_at=key.last_used_at,
-                read_at=self.as_of,
+                read_at=read_at,
             )
 
     def judge_password(self) -> None:
@@ -219,8 +264,13 @@ class _Judge:
                 read_at=self.as_of,
             )
             return
-        if profile.last_used_at is not None and profile.last_used_at > self.start:
+        source, read_at, last = "last_used", self.as_of, profile.last_used_at
+        if self.analyzer is not None and self.analyzer.password_unused:
+            source, read_at = self.analyzer.source, self.analyzer.read_at
+            last = _latest(last, self.analyzer.password_last_used)
+        if last is not None and last > self.start:
             return
+        profile = replace(profile, last_used_at=last)
         reason = (
             f"No console sign-in in the last {self.window_days} days "
             f"(last {_day(profile.last_used_at)})."
@@ -231,9 +281,9 @@ class _Judge:
             "unused_password",
             "unused",
             reason,
-            "last_used",
+            source,
             last_used_at=profile.last_used_at,
-            read_at=self.as_of,
+            read_at=read_at,
         )
 
     # -- permissions: services and actions -------------------------------------------------
@@ -336,7 +386,9 @@ class _Judge:
                 service=service,
                 actions=None if whole else [g.action for g in judgeable],
                 last_used_at=service_last,
-                detail={"granted_actions": len(grants)},
+                detail=self.permission_detail(
+                    service, None if whole else judgeable, sources, {"granted_actions": len(grants)}
+                ),
             )
             return
 
@@ -376,8 +428,46 @@ class _Judge:
             service=service,
             actions=[g.action for g in unused],
             last_used_at=None,
-            detail={"granted_actions": len(grants), "used_actions": len(used)},
+            detail=self.permission_detail(
+                service,
+                unused,
+                sources,
+                {"granted_actions": len(grants), "used_actions": len(used)},
+            ),
         )
+
+    def policy_grants(self, policy: Policy) -> set[str]:
+        key = id(policy)
+        if key not in self._policy_grants:
+            self._policy_grants[key] = set(granted_actions([policy], self.cat))
+        return self._policy_grants[key]
+
+    def permission_detail(
+        self,
+        service: str,
+        grants: list[Grant] | None,
+        sources: list[UsageEvidence],
+        detail: dict[str, object],
+    ) -> dict[str, object]:
+        """Return a finding's detail: the policies granting it, with their blast radius."""
+        wanted = {g.action.lower() for g in grants} if grants is not None else None
+        prefix = service + ":"
+        policies = []
+        for policy in self.p.policies:
+            granted = self.policy_grants(policy)
+            if wanted is not None:
+                hit = not wanted.isdisjoint(granted)
+            else:
+                hit = any(a.startswith(prefix) for a in granted)
+            if hit:
+                policies.append(policy_detail(policy))
+        detail["policies"] = policies
+        # A shared policy's change reaches every principal it is attached to.
+        detail["blast_radius"] = sorted({p for d in policies for p in d["attached_to"]})
+        for evidence in sources:
+            if isinstance(evidence, AnalyzerEvidence):
+                detail["access_analyzer"] = evidence.permission_detail()
+        return detail
 
 
 def _whole_principal(principal: PrincipalRecord) -> str:
@@ -395,11 +485,15 @@ def analyze_principal(
 ) -> PrincipalAnalysis:
     """Judge one principal: its data state, and a finding or kept grant for each thing."""
     cat = cat or catalogue()
-    judge = _Judge(principal, evidence, as_of, window_days, cat)
     grants = granted_actions(principal.policies, cat)
     granted = defaultdict(list)
     for grant in grants.values():
         granted[grant.action.partition(":")[0].lower()].append(grant.action)
+    for item in evidence:
+        if isinstance(item, AnalyzerEvidence):
+            # The analyzer lists only what is unused; what it does not list depends on grants.
+            item.complete_for(granted)
+    judge = _Judge(principal, evidence, as_of, window_days, cat)
 
     def outcome(state: DataState, reason: str | None) -> PrincipalAnalysis:
         return PrincipalAnalysis(principal, state, reason, judge.findings, dict(granted))
