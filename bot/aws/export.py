@@ -84,6 +84,13 @@ def _default_version(policy: dict[str, Any]) -> tuple[str | None, dict[str, Any]
     return default_id, None
 
 
+def _version_date(policy: dict[str, Any], version_id: str | None) -> datetime | None:
+    for version in policy.get("PolicyVersionList") or []:
+        if version.get("VersionId") == version_id:
+            return parse_time(version.get("CreateDate"))
+    return None
+
+
 def managed_origin(arn: str, via_group: bool) -> str:
     """Return the Policy.origin of an attached managed policy."""
     if via_group:
@@ -104,6 +111,7 @@ class _Builder:
     def __init__(self, details: dict[str, Any]):
         self.details = normalise(details)
         self.managed: dict[str, tuple[str | None, dict[str, Any] | None, str]] = {}
+        self.version_dates: dict[str, datetime | None] = {}
         for policy in self.details.get("Policies") or []:
             arn = policy.get("Arn")
             if not arn:
@@ -113,6 +121,7 @@ class _Builder:
             except (ValueError, json.JSONDecodeError):
                 version, document = policy.get("DefaultVersionId"), None
             self.managed[arn] = (version, document, policy.get("PolicyName", arn))
+            self.version_dates[arn] = _version_date(policy, version)
         self.groups = {g.get("GroupName"): g for g in self.details.get("GroupDetailList") or []}
         self.attached: dict[str, set[str]] = defaultdict(set)
         self.group_members: dict[str, set[str]] = defaultdict(set)
@@ -146,6 +155,12 @@ class _Builder:
             arn=arn,
             group=group,
             version_id=version,
+            # IAM records no date for an attachment. The default version's creation is the
+            # closest date AWS gives: a grant can be no older than the document that makes it,
+            # so a version younger than the window makes its grants too new to judge. An old
+            # version attached yesterday still looks old; that gap is AWS's, and CloudTrail's
+            # AttachRolePolicy records are the only way to close it.
+            attached_at=self.version_dates.get(arn),
             attached_to=others,
         )
 
@@ -254,6 +269,23 @@ def _key(row: dict[str, str], n: int) -> AccessKey | None:
     )
 
 
+def report_keys(row: dict[str, str]) -> list[AccessKey]:
+    """Return a credential-report row's access keys (key ids stand in as `user#keyN`)."""
+    return [k for k in (_key(row, 1), _key(row, 2)) if k is not None]
+
+
+def report_login_profile(row: dict[str, str]) -> LoginProfile | None:
+    """Return a credential-report row's console password, or None if it has none."""
+    if row.get("password_enabled") != "true":
+        return None
+    # The report has no creation date for the password; the last change is the newest date
+    # from which it could be judged, so a recently reset password is too new, not unused.
+    return LoginProfile(
+        created_at=parse_time(row.get("password_last_changed")),
+        last_used_at=parse_time(row.get("password_last_used")),
+    )
+
+
 def apply_credential_report(
     records: Iterable[PrincipalRecord], rows: Iterable[dict[str, str]]
 ) -> None:
@@ -266,12 +298,8 @@ def apply_credential_report(
         if row is None:
             record.last_used_known = False
             continue
-        record.access_keys = [k for k in (_key(row, 1), _key(row, 2)) if k is not None]
-        if row.get("password_enabled") == "true":
-            last = parse_time(row.get("password_last_used"))
-            record.login_profile = LoginProfile(
-                created_at=parse_time(row.get("password_last_changed")), last_used_at=last
-            )
+        record.access_keys = report_keys(row)
+        record.login_profile = report_login_profile(row)
         record.last_used_at = user_last_used(record)
         record.last_used_known = True
 

@@ -8,15 +8,25 @@ principal fails closed.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
+import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bot.aws.export import build_principals, parse_time, user_last_used
-from bot.aws.session import AccountSession, error_code
+from bot.aws.export import (
+    build_principals,
+    parse_time,
+    report_keys,
+    report_login_profile,
+    user_last_used,
+)
+from bot.aws.session import AccountSession, Sleep, backoff_delays, error_code, with_backoff
 from bot.domain import AccessKey, LoginProfile, PrincipalRecord
 from bot.errors import AwsReadError
 
@@ -25,6 +35,9 @@ log = logging.getLogger(__name__)
 LISTING_FILTER = ["User", "Role", "Group", "LocalManagedPolicy", "AWSManagedPolicy"]
 # IAM's largest page; fewer pages means fewer calls against the shared IAM quota.
 PAGE_SIZE = 1000
+# IAM builds a credential report in seconds for most accounts; past this wait the scan reads
+# each user's keys and password one by one instead.
+REPORT_WAIT = 60.0
 
 
 @dataclass
@@ -35,14 +48,54 @@ class AccountInventory:
     principals: list[PrincipalRecord]
     problems: list[str] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
+    # When the credential report was generated, if it was the source of keys and passwords.
+    report_at: datetime | None = None
+
+
+def _same_second(a: datetime | None, b: datetime | None) -> bool:
+    return a is not None and b is not None and abs((a - b).total_seconds()) < 1
 
 
 class _Reader:
-    def __init__(self, session: AccountSession):
+    def __init__(self, session: AccountSession, sleep: Sleep = time.sleep):
         self.account_id = session.account.id
         self.iam = session.client("iam")
+        self.sleep = sleep
         self.calls: Counter[str] = Counter()
         self.problems: list[str] = []
+        self.report_at: datetime | None = None
+
+    def credential_report(self) -> dict[str, dict[str, str]] | None:
+        """Return the credential report's rows by user ARN, or None if it is not to be had.
+
+        Three calls for the whole account instead of four or more per user; IAM keeps a
+        report for four hours, which is fresh enough for a window counted in days.
+        """
+        delays = backoff_delays(first=1.0, cap=10.0, total=REPORT_WAIT)
+        try:
+            while True:
+                self.calls["iam:GenerateCredentialReport"] += 1
+                state = with_backoff(self.iam.generate_credential_report, sleep=self.sleep)
+                if state.get("State") == "COMPLETE":
+                    break
+                delay = next(delays, None)
+                if delay is None:
+                    log.warning("credential report too slow: account=%s", self.account_id)
+                    return None
+                self.sleep(delay)
+            self.calls["iam:GetCredentialReport"] += 1
+            answer = with_backoff(self.iam.get_credential_report, sleep=self.sleep)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning(
+                "credential report not readable: account=%s code=%s",
+                self.account_id,
+                error_code(exc),
+            )
+            return None
+        content = answer["Content"]
+        text = content.decode("utf-8") if isinstance(content, bytes) else str(content)
+        self.report_at = parse_time(answer.get("GeneratedTime"))
+        return {row["arn"]: row for row in csv.DictReader(io.StringIO(text)) if row.get("arn")}
 
     def listing(self) -> dict[str, Any]:
         merged: dict[str, list[Any]] = {
@@ -88,26 +141,49 @@ class _Reader:
             version["IsDefaultVersion"] = True
             details["Policies"].append({**policy, "PolicyVersionList": [version]})
 
-    def _keys(self, record: PrincipalRecord) -> None:
+    def _key(self, meta: dict[str, Any]) -> AccessKey:
+        used = self.iam.get_access_key_last_used(AccessKeyId=meta["AccessKeyId"])
+        self.calls["iam:GetAccessKeyLastUsed"] += 1
+        last = used.get("AccessKeyLastUsed") or {}
+        service = last.get("ServiceName")
+        return AccessKey(
+            key_id=meta["AccessKeyId"],
+            status=meta.get("Status", "Active"),
+            created_at=parse_time(meta.get("CreateDate")),
+            last_used_at=parse_time(last.get("LastUsedDate")),
+            last_used_service=None if service in (None, "N/A") else service,
+        )
+
+    def _key_list(self, record: PrincipalRecord) -> list[dict[str, Any]]:
         paginator = self.iam.get_paginator("list_access_keys")
-        keys: list[AccessKey] = []
+        metas: list[dict[str, Any]] = []
         for page in paginator.paginate(UserName=record.name):
             self.calls["iam:ListAccessKeys"] += 1
-            for meta in page.get("AccessKeyMetadata") or []:
-                used = self.iam.get_access_key_last_used(AccessKeyId=meta["AccessKeyId"])
-                self.calls["iam:GetAccessKeyLastUsed"] += 1
-                last = used.get("AccessKeyLastUsed") or {}
-                service = last.get("ServiceName")
+            metas.extend(page.get("AccessKeyMetadata") or [])
+        return metas
+
+    def _keys(self, record: PrincipalRecord) -> None:
+        record.access_keys = [self._key(meta) for meta in self._key_list(record)]
+
+    def from_report(self, record: PrincipalRecord, row: dict[str, str]) -> None:
+        """Fill a user's keys and password from its report row, asking IAM only for key ids."""
+        slots = report_keys(row)
+        keys: list[AccessKey] = []
+        if slots:
+            # The report names keys by slot; their ids come from the key list, matched on the
+            # creation time the report calls "last rotated".
+            for meta in self._key_list(record):
+                created = parse_time(meta.get("CreateDate"))
+                slot = next((k for k in slots if _same_second(k.created_at, created)), None)
+                if slot is None:
+                    # A key newer than the report: ask for its last use directly.
+                    keys.append(self._key(meta))
+                    continue
                 keys.append(
-                    AccessKey(
-                        key_id=meta["AccessKeyId"],
-                        status=meta.get("Status", "Active"),
-                        created_at=parse_time(meta.get("CreateDate")),
-                        last_used_at=parse_time(last.get("LastUsedDate")),
-                        last_used_service=None if service in (None, "N/A") else service,
-                    )
+                    replace(slot, key_id=meta["AccessKeyId"], status=meta.get("Status", "Active"))
                 )
         record.access_keys = keys
+        record.login_profile = report_login_profile(row)
 
     def _login_profile(self, record: PrincipalRecord) -> None:
         try:
@@ -127,8 +203,11 @@ class _Reader:
             last_used_at=parse_time(user.get("PasswordLastUsed")),
         )
 
-    def credentials(self, record: PrincipalRecord) -> None:
-        for what, step in (("access keys", self._keys), ("login profile", self._login_profile)):
+    def credentials(self, record: PrincipalRecord, row: dict[str, str] | None = None) -> None:
+        steps = [("access keys", self._keys), ("login profile", self._login_profile)]
+        if row is not None:
+            steps = [("credential report", lambda r: self.from_report(r, row))]
+        for what, step in steps:
             try:
                 step(record)
             except (ClientError, BotoCoreError) as exc:
@@ -145,15 +224,23 @@ class _Reader:
         record.last_used_at = user_last_used(record)
 
 
-def read_account(session: AccountSession) -> AccountInventory:
-    """Read every role and user of the account; raise AwsReadError if the listing fails."""
-    reader = _Reader(session)
+def read_account(
+    session: AccountSession, *, credential_report: bool = False, sleep: Sleep = time.sleep
+) -> AccountInventory:
+    """Read every role and user of the account; raise AwsReadError if the listing fails.
+
+    With `credential_report`, users' password and key use come from the account's credential
+    report; a user the report does not list yet (or a report that cannot be had) is read one
+    call at a time instead.
+    """
+    reader = _Reader(session, sleep)
     details = reader.listing()
     reader.fill_missing_policies(details)
     principals = build_principals(details)
-    for record in principals:
-        if record.kind == "user":
-            reader.credentials(record)
+    users = [p for p in principals if p.kind == "user"]
+    rows = reader.credential_report() if credential_report and users else None
+    for record in users:
+        reader.credentials(record, (rows or {}).get(record.arn))
     log.info(
         "read account: account=%s principals=%d calls=%d",
         reader.account_id,
@@ -165,4 +252,5 @@ def read_account(session: AccountSession) -> AccountInventory:
         principals=principals,
         problems=reader.problems,
         calls=reader.calls,
+        report_at=reader.report_at,
     )

@@ -127,3 +127,41 @@ def test_a_file_that_is_not_an_export_is_named(tmp_path: Path) -> None:
 
     with pytest.raises(ExportError, match="other.json"):
         load_export(path)
+
+
+def test_a_managed_policy_version_younger_than_the_window_makes_its_grants_too_new(
+    cloudsplaining: Principals,
+) -> None:
+    from datetime import timedelta
+
+    from bot.analysis import analyze_principal
+    from bot.domain import UsageEvidence
+    from bot.teams import Exclusions
+
+    shared = [
+        (p, policy)
+        for p in cloudsplaining.values()
+        for policy in p.policies
+        if policy.origin in ("managed", "aws_managed") and policy.attached_at
+    ]
+    principal, policy = shared[0]
+    # Judge just after the default version was written, with evidence showing no use at all.
+    as_of = policy.attached_at + timedelta(days=30)
+    principal.created_at = as_of - timedelta(days=400)
+    principal.last_used_at = as_of
+    principal.policies = [policy]
+    evidence = UsageEvidence("cloudtrail", as_of - timedelta(days=200), as_of, as_of)
+    result = analyze_principal(
+        principal, [evidence], as_of=as_of, window_days=90, exclusions=Exclusions()
+    )
+
+    assert {f.status for f in result.findings} == {"too_new"}
+    a_year_on = as_of + timedelta(days=365)
+    later = analyze_principal(
+        principal,
+        [UsageEvidence("cloudtrail", as_of, a_year_on, a_year_on)],
+        as_of=a_year_on,
+        window_days=90,
+        exclusions=Exclusions(),
+    )
+    assert "unused" in {f.status for f in later.findings}

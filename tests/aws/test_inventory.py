@@ -12,8 +12,8 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from moto.iam.models import iam_backends
 
-from bot.aws.inventory import read_account
-from bot.aws.session import CLIENT_CONFIG, AccountSession
+from bot.aws.inventory import REPORT_WAIT, read_account
+from bot.aws.session import CLIENT_CONFIG, AccountSession, backoff_delays
 from bot.errors import AwsReadError
 from bot.teams import Account
 from tests.aws.helpers import EC2_TRUST, allow
@@ -109,6 +109,43 @@ def test_keys_and_passwords_with_their_last_use(account: Any) -> None:
     assert alice.login_profile.last_used_at == datetime(2026, 2, 1, tzinfo=UTC)
     assert bob.access_keys == [] and bob.login_profile is None
     assert not alice.read_problems and not bob.read_problems
+
+
+def test_the_credential_report_replaces_per_user_reads(account: Any) -> None:
+    session = AccountSession(
+        Account(id=ACCOUNT, sources=("last_used",)), boto3.Session(region_name="us-east-1")
+    )
+    inventory = read_account(session, credential_report=True, sleep=lambda _: None)
+    by_name = {p.name: p for p in inventory.principals}
+    alice, bob = by_name["alice"], by_name["bob"]
+
+    # Only alice has a key, so only she needs her key ids listed; nobody's password is asked.
+    assert inventory.calls["iam:GetCredentialReport"] == 1
+    assert inventory.calls["iam:ListAccessKeys"] == 1
+    assert inventory.calls["iam:GetAccessKeyLastUsed"] == 0
+    assert inventory.calls["iam:GetLoginProfile"] == inventory.calls["iam:GetUser"] == 0
+    assert inventory.report_at is not None
+    assert [(k.key_id, k.status) for k in alice.access_keys] == [(account["key"], "Active")]
+    assert alice.login_profile is not None
+    assert alice.login_profile.last_used_at == datetime(2026, 2, 1, tzinfo=UTC)
+    assert bob.access_keys == [] and bob.login_profile is None
+
+
+def test_a_report_that_is_not_ready_in_time_falls_back_to_per_user_reads() -> None:
+    iam = boto3.client("iam", region_name="us-east-1", config=CLIENT_CONFIG)
+    sleeps: list[float] = []
+    with Stubber(iam) as stub:
+        _pages(stub)
+        # One poll, then one more after each wait the bounded backoff allows.
+        for _ in range(len(list(backoff_delays(first=1.0, cap=10.0, total=REPORT_WAIT))) + 1):
+            stub.add_response("generate_credential_report", {"State": "STARTED"})
+        stub.add_response("list_access_keys", {"AccessKeyMetadata": []})
+        stub.add_client_error("get_login_profile", service_error_code="NoSuchEntity")
+        inventory = read_account(_StubbedSession(iam), credential_report=True, sleep=sleeps.append)
+
+    assert 0 < sum(sleeps) <= 60
+    assert inventory.report_at is None
+    assert inventory.principals[1].read_problems == []
 
 
 ROLE = {
