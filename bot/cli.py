@@ -54,7 +54,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from bot.scan import run_scan
 
-    report = run_scan(load_settings(), as_of=_as_of(args.as_of), accounts=args.account or None)
+    options = {"accounts": args.account or None, "resume": args.resume, "progress": sys.stderr}
+    report = run_scan(load_settings(), as_of=_as_of(args.as_of), **options)
     print(report.summary())
     return 0 if report.ok else 1
 
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scan", help="read IAM in every configured account and record findings")
     p.add_argument("--account", action="append", help="scan only this account id (repeatable)")
     p.add_argument("--as-of", help="judge use as of this date (default: now)")
+    p.add_argument("--resume", action="store_true", help="skip accounts already done today")
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("analyze", help="analyse exported IAM data offline (no AWS, no database)")

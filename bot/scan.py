@@ -8,10 +8,12 @@ principal's data is complete (used again) or the principal is gone, never on par
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,10 +24,16 @@ from bot.errors import PareError
 from bot.settings import Settings
 from bot.sync import sync_config
 from bot.teams import Account as AccountSpec
-from bot.teams import TeamsConfig
+from bot.teams import Exclusions, Organization, TeamsConfig
 from models import Account, Finding, Principal, Scan, Team
 
 log = logging.getLogger(__name__)
+
+# Accounts read at once. Each account has its own IAM quota, so reading several at a time is
+# safe; the bound keeps the process's threads, connections and memory in check.
+DEFAULT_CONCURRENCY = 4
+# A resumed scan looks this far back for the accounts already done in its period.
+RESUME_LOOKBACK = timedelta(days=2)
 
 # Only these changes of a finding are its own; the rest is who decided what, kept as is.
 FINDING_FIELDS = (
@@ -59,6 +67,9 @@ class AccountResult:
     unowned: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     trail: str | None = None
+    # Already scanned in this period by an earlier, interrupted run: skipped on --resume.
+    resumed: bool = False
+    seconds: float = 0.0
 
     def stats(self) -> dict[str, Any]:
         """Return the figures stored on the Scan row."""
@@ -80,16 +91,21 @@ class ScanReport:
     """The outcome of one scan run over the configured accounts."""
 
     accounts: list[AccountResult] = field(default_factory=list)
+    # Problems of the run as a whole, such as an organisation that could not be listed.
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when every account was read."""
-        return all(a.ok for a in self.accounts)
+        return not self.problems and all(a.ok for a in self.accounts)
 
     def summary(self) -> str:
         """Return a few readable lines: per account, principals, findings, problems."""
-        lines = []
+        lines = [f"problem: {problem}" for problem in self.problems]
         for a in self.accounts:
+            if a.resumed:
+                lines.append(f"{a.label}: already scanned in this period; skipped (--resume)")
+                continue
             if not a.ok:
                 lines.append(f"{a.label}: not scanned: {a.error}")
                 continue
@@ -131,17 +147,66 @@ class AccountRead:
 Reader = Callable[[AccountSpec, datetime, int], AccountRead]
 
 
+def _worth_a_job(principal: PrincipalRecord, as_of: datetime, window_days: int) -> bool:
+    """Say whether a principal could get a verdict, so a last-accessed job is worth its calls."""
+    from bot.analysis import exclusion_reason
+
+    # AWS-owned roles are always excluded and principals younger than the window are too new:
+    # a job for them would spend two calls or more on an answer nobody reads.
+    if exclusion_reason(principal, Exclusions(role_names=(), exempt_tag="")):
+        return False
+    created = principal.created_at
+    return created is None or created <= as_of - timedelta(days=window_days)
+
+
 def read_from_aws(spec: AccountSpec, as_of: datetime, window_days: int) -> AccountRead:
-    """Read an account's principals and CloudTrail evidence through boto3."""
+    """Read an account's principals and the evidence its configured sources give."""
+    from bot.aws.access_advisor import read_last_accessed
+    from bot.aws.access_analyzer import read_unused_access
     from bot.aws.cloudtrail_s3 import read_trail
     from bot.aws.inventory import read_account
     from bot.aws.session import open_account
+    from bot.evidence.access_analyzer import from_findings
 
     session = open_account(spec)
-    inventory = read_account(session)
-    arns = [p.arn for p in inventory.principals]
+    inventory = read_account(session, credential_report="last_used" in spec.sources)
+    principals = inventory.principals
+    arns = [p.arn for p in principals]
     evidence: dict[str, list[UsageEvidence]] = {arn: [] for arn in arns}
-    trail = None
+    problems = list(inventory.problems)
+    said: list[str] = []
+    if inventory.report_at:
+        said.append(f"credential report of {inventory.report_at:%Y-%m-%d %H:%M} UTC")
+
+    analyzer_spoke = False
+    if "access_analyzer" in spec.sources:
+        found = read_unused_access(session)
+        problems.extend(found.problems)
+        if found.analyzer is not None:
+            analyzer_spoke = not found.problems
+            from_analyzer = from_findings(
+                found.analyzer,
+                found.findings,
+                principals,
+                read_at=as_of,
+                problems=found.problems,
+                principal_problems=found.principal_problems,
+            )
+            for arn, items in from_analyzer.items():
+                evidence[arn].extend(items)
+            said.append(f"Access Analyzer: {len(found.findings)} findings")
+        else:
+            said.append("no unused-access analyzer")
+
+    if "access_advisor" in spec.sources and not analyzer_spoke:
+        # The analyzer is preferred: it is built on the same last-accessed data and already
+        # covers every principal, where Access Advisor costs two calls or more per principal.
+        wanted = [p for p in principals if _worth_a_job(p, as_of, window_days)]
+        advisor = read_last_accessed(session, wanted)
+        for arn, item in advisor.evidence.items():
+            evidence[arn].append(item)
+        said.append(f"Access Advisor: {len(advisor.evidence)} principals")
+
     if "cloudtrail" in spec.sources and spec.cloudtrail is not None:
         # A day before the window is read too: the coverage must start at or before the
         # window, and a quiet account may log nothing for hours around its start.
@@ -149,9 +214,17 @@ def read_from_aws(spec: AccountSpec, as_of: datetime, window_days: int) -> Accou
         readout = read_trail(session, since=since, until=as_of)
         # Read in the scan that judges as of `as_of`: to that judgement the data is fresh,
         # also when an operator replays or projects a date with --as-of.
-        evidence = readout.evidence_for(arns, read_at=as_of)
-        trail = readout.summary()
-    return AccountRead(inventory.principals, evidence, inventory.problems, trail)
+        for arn, items in readout.evidence_for(arns, read_at=as_of).items():
+            evidence[arn].extend(items)
+        said.append(readout.summary())
+    return AccountRead(principals, evidence, problems, "; ".join(said) or None)
+
+
+def discover_from_aws(org: Organization) -> list[AccountSpec]:
+    """Return the organisation's accounts through the Organizations API."""
+    from bot.aws.organizations import discover_accounts
+
+    return discover_accounts(org)
 
 
 def _team_ids(session: Session) -> dict[str, int]:
@@ -271,48 +344,82 @@ def store_account(
     _close_gone(session, account, seen, now, result)
 
 
-def _scan_account(
-    db: Database,
-    settings: Settings,
-    spec: AccountSpec,
-    as_of: datetime,
-    reader: Reader,
-) -> AccountResult:
+@dataclass
+class _Judged:
+    """What a worker thread hands back: the analyses, or why there are none."""
+
+    analyses: list[PrincipalAnalysis] | None = None
+    read: AccountRead | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def _judge_account(
+    settings: Settings, spec: AccountSpec, as_of: datetime, reader: Reader
+) -> _Judged:
+    """Read and judge one account (in a worker thread; it touches no database)."""
     from bot.analysis import analyze
 
-    result = AccountResult(account_id=spec.id, label=spec.label)
-    with db.session() as session:
-        account = session.scalars(select(Account).where(Account.account_id == spec.id)).one()
-        scan = Scan(account_id=account.id, started_at=datetime.now(UTC), status="running")
-        session.add(scan)
-        session.flush()
-        scan_id, account_pk = scan.id, account.id
+    started = time.monotonic()
+    out = _Judged()
     try:
-        read = reader(spec, as_of, settings.window_days)
+        out.read = reader(spec, as_of, settings.window_days)
         exclusions = settings.teams.exclusions
         if spec.role_arn:
             # Pare's own reader role is the operator's to size, not a team's to trim.
             allow = (*exclusions.allow_list, spec.role_arn)
             exclusions = exclusions.model_copy(update={"allow_list": allow})
-        analyses = analyze(
-            read.principals,
-            read.evidence,
+        out.analyses = analyze(
+            out.read.principals,
+            out.read.evidence,
             as_of=as_of,
             window_days=settings.window_days,
             exclusions=exclusions,
         )
-        result.problems.extend(read.problems)
-        result.trail = read.trail
-        with db.session() as session:
-            account = session.get_one(Account, account_pk)
-            store_account(session, account, analyses, settings.teams, datetime.now(UTC), result)
-        result.ok = True
     except PareError as exc:
-        result.error = str(exc)
+        out.error = str(exc)
     except Exception as exc:
         # One account's failure must not stop the others; the traceback goes to the log.
         log.exception("scan failed: account=%s", spec.id)
-        result.error = f"unexpected error ({type(exc).__name__})"
+        out.error = f"unexpected error ({type(exc).__name__})"
+    out.seconds = time.monotonic() - started
+    return out
+
+
+def _begin(db: Database, spec: AccountSpec) -> tuple[int, int]:
+    with db.session() as session:
+        account = session.scalars(select(Account).where(Account.account_id == spec.id)).one()
+        scan = Scan(account_id=account.id, started_at=datetime.now(UTC), status="running")
+        session.add(scan)
+        session.flush()
+        return scan.id, account.id
+
+
+def _finish(
+    db: Database,
+    settings: Settings,
+    spec: AccountSpec,
+    ids: tuple[int, int],
+    judged: _Judged,
+    period: str,
+) -> AccountResult:
+    """Store one account's outcome (in the main thread, so database writes stay serial)."""
+    scan_id, account_pk = ids
+    result = AccountResult(account_id=spec.id, label=spec.label, seconds=judged.seconds)
+    result.error = judged.error
+    if judged.analyses is not None and judged.read is not None:
+        result.problems.extend(judged.read.problems)
+        result.trail = judged.read.trail
+        try:
+            with db.session() as session:
+                account = session.get_one(Account, account_pk)
+                store_account(
+                    session, account, judged.analyses, settings.teams, datetime.now(UTC), result
+                )
+            result.ok = True
+        except Exception as exc:
+            log.exception("storing failed: account=%s", spec.id)
+            result.error = f"unexpected error while storing ({type(exc).__name__})"
     finished = datetime.now(UTC)
     with db.session() as session:
         account = session.get_one(Account, account_pk)
@@ -323,7 +430,8 @@ def _scan_account(
         scan.finished_at = finished
         scan.status = "ok" if result.ok else "failed"
         scan.error = result.error
-        scan.stats = result.stats()
+        # The period is the resume checkpoint: a rerun with --resume skips what is done.
+        scan.stats = {**result.stats(), "period": period}
     log.info(
         "scanned account: account=%s ok=%s principals=%d open=%d new=%d closed=%d",
         spec.id,
@@ -336,32 +444,116 @@ def _scan_account(
     return result
 
 
+def _done_in_period(db: Database, period: str) -> dict[str, dict[str, Any]]:
+    """Return the stats of accounts scanned successfully in this period, by account id."""
+    since = datetime.now(UTC) - RESUME_LOOKBACK
+    with db.session() as session:
+        rows = session.execute(
+            select(Account.account_id, Scan.stats)
+            .join(Scan, Scan.account_id == Account.id)
+            .where(Scan.status == "ok", Scan.finished_at >= since)
+        ).all()
+    return {
+        account_id: stats for account_id, stats in rows if (stats or {}).get("period") == period
+    }
+
+
+def _resumed(spec: AccountSpec, stats: dict[str, Any]) -> AccountResult:
+    result = AccountResult(account_id=spec.id, label=spec.label, ok=True, resumed=True)
+    result.principals = int(stats.get("principals") or 0)
+    result.open_findings = int(stats.get("open_findings") or 0)
+    return result
+
+
+def _progress_line(n: int, total: int, result: AccountResult) -> str:
+    head = f"[{n}/{total}] {result.label}:"
+    if result.resumed:
+        return f"{head} skipped, already scanned in this period"
+    if not result.ok:
+        return f"{head} failed after {result.seconds:.1f}s: {result.error}"
+    return (
+        f"{head} {result.principals} principals, {result.open_findings} open findings "
+        f"({result.new_findings} new, {result.closed_findings} closed), "
+        f"{len(result.problems)} problems, {result.seconds:.1f}s"
+    )
+
+
+def _ensure_accounts(db: Database, specs: Iterable[AccountSpec]) -> None:
+    """Give accounts found in the organisation a row, as the teams file's accounts have."""
+    with db.session() as session:
+        have = set(session.scalars(select(Account.account_id)))
+        for spec in specs:
+            if spec.id not in have:
+                session.add(Account(account_id=spec.id, name=spec.name))
+
+
 def run_scan(
     settings: Settings,
     as_of: datetime | None = None,
     accounts: Iterable[str] | None = None,
     *,
     reader: Reader | None = None,
+    resume: bool = False,
+    progress: TextIO | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    discover: Callable[[Organization], list[AccountSpec]] | None = None,
 ) -> ScanReport:
-    """Scan the configured accounts (or only those given) and store what was found."""
+    """Scan the configured accounts (or only those given) and store what was found.
+
+    Accounts are read and judged in a bounded pool of threads; their findings are stored
+    one account at a time in this thread. With `resume`, accounts already scanned
+    successfully for the same day (`as_of`) are skipped. `progress` gets one line per account.
+    """
     as_of = as_of or datetime.now(UTC)
+    period = as_of.date().isoformat()
     teams = settings.teams
+    report = ScanReport()
+    specs = list(teams.accounts)
+    found: list[AccountSpec] = []
+    if teams.organization is not None:
+        try:
+            listed = {a.id for a in specs}
+            found = [
+                a for a in (discover or discover_from_aws)(teams.organization) if a.id not in listed
+            ]
+            specs += found
+        except PareError as exc:
+            # The listed accounts are still scanned; the report says what was missed.
+            report.problems.append(f"organisation accounts not found: {exc}")
     wanted = set(accounts) if accounts else None
     if wanted:
-        unknown = wanted - {a.id for a in teams.accounts}
+        unknown = wanted - {a.id for a in specs}
         if unknown:
             raise PareError(f"not in the teams file's accounts: {', '.join(sorted(unknown))}")
+        specs = [s for s in specs if s.id in wanted]
     db = Database(settings.database_url)
     try:
         with db.session() as session:
             sync_config(session, teams)
-        report = ScanReport()
-        for spec in teams.accounts:
-            if wanted and spec.id not in wanted:
-                continue
-            report.accounts.append(
-                _scan_account(db, settings, spec, as_of, reader or read_from_aws)
-            )
+        _ensure_accounts(db, found)
+        done = _done_in_period(db, period) if resume else {}
+        results: dict[str, AccountResult] = {}
+        total, n = len(specs), 0
+        for spec in specs:
+            if spec.id in done:
+                results[spec.id] = _resumed(spec, done[spec.id])
+                n += 1
+                if progress:
+                    print(_progress_line(n, total, results[spec.id]), file=progress, flush=True)
+        todo = [s for s in specs if s.id not in done]
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            futures = {}
+            for spec in todo:
+                ids = _begin(db, spec)
+                future = pool.submit(_judge_account, settings, spec, as_of, reader or read_from_aws)
+                futures[future] = (spec, ids)
+            for future in as_completed(futures):
+                spec, ids = futures[future]
+                results[spec.id] = _finish(db, settings, spec, ids, future.result(), period)
+                n += 1
+                if progress:
+                    print(_progress_line(n, total, results[spec.id]), file=progress, flush=True)
+        report.accounts = [results[s.id] for s in specs]
         return report
     finally:
         db.engine.dispose()

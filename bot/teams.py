@@ -68,6 +68,49 @@ class Account(_Strict):
         return f"{self.name} ({self.id})" if self.name else self.id
 
 
+class Organization(_Strict):
+    """Accounts found through AWS Organizations, each read through the same role name."""
+
+    role_name: str = Field(min_length=1, max_length=64)
+    external_id: str | None = None
+    # Role in the management (or delegated administrator) account for the Organizations API;
+    # without it the default credentials must already be there.
+    management_role_arn: str | None = None
+    region: str = "us-east-1"
+    sources: tuple[Source, ...] = ("last_used", "access_analyzer")
+    cloudtrail: CloudTrailSource | None = None
+    # Only accounts under these organisational units (at any depth), if any are given.
+    ous: tuple[str, ...] = ()
+    # Only accounts carrying every one of these tags, if any are given.
+    tags: dict[str, str] = Field(default_factory=dict)
+    exclude: tuple[str, ...] = ()
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _exclude(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [str(v).zfill(12) if isinstance(v, int) else str(v) for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _trail_needs_bucket(self) -> Organization:
+        if "cloudtrail" in self.sources and self.cloudtrail is None:
+            raise ValueError("sources lists cloudtrail but no cloudtrail bucket is given")
+        return self
+
+    def account(self, account_id: str, name: str) -> Account:
+        """Return the account spec of a member account found in the organisation."""
+        return Account(
+            id=account_id,
+            name=name,
+            role_arn=f"arn:aws:iam::{account_id}:role/{self.role_name}",
+            external_id=self.external_id,
+            region=self.region,
+            sources=self.sources,
+            cloudtrail=self.cloudtrail,
+        )
+
+
 class Match(_Strict):
     """How principals map to a team: any one rule that matches assigns it."""
 
@@ -155,6 +198,7 @@ class TeamsConfig(_Strict):
     """The whole teams file."""
 
     accounts: tuple[Account, ...] = ()
+    organization: Organization | None = None
     teams: tuple[Team, ...] = ()
     admins: tuple[str, ...] = ()
     fallback_team: str | None = None

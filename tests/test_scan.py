@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -297,3 +299,98 @@ def test_incomplete_data_closes_nothing(org: Org, settings: Settings, db: Databa
     assert all(f.closed_at is None for f in findings)
     assert states["checkout"] == "incomplete"
     assert "broken.json.gz" in report.summary() or "incomplete" in report.summary()
+
+
+def test_progress_one_line_per_account_and_resume_skips_what_is_done(
+    org: Org, settings: Settings, db: Database
+) -> None:
+    from bot.scan import read_from_aws
+
+    progress = io.StringIO()
+    run_scan(settings, as_of=AS_OF, progress=progress)
+    lines = progress.getvalue().splitlines()
+
+    assert len(lines) == 3 and all(line.startswith(("[1/3]", "[2/3]", "[3/3]")) for line in lines)
+    assert any("payments-prod (111111111111): 3 principals, 2 open findings" in x for x in lines)
+    assert any("locked (333333333333): failed" in x for x in lines)
+
+    read: list[str] = []
+
+    def counting(spec: AccountSpec, as_of: datetime, window: int) -> Any:
+        read.append(spec.id)
+        return read_from_aws(spec, as_of, window)
+
+    progress = io.StringIO()
+    report = run_scan(settings, as_of=AS_OF, reader=counting, resume=True, progress=progress)
+
+    # Only the account that failed is read again; the others are done for this day.
+    assert read == [LOCKED]
+    assert "payments-prod (111111111111): already scanned in this period" in report.summary()
+    assert progress.getvalue().count("skipped, already scanned") == 2
+    with db.session() as session:
+        periods = {s.stats.get("period") for s in session.scalars(select(Scan)) if s.stats}
+    assert periods == {AS_OF.date().isoformat()}
+
+    read.clear()
+    run_scan(settings, as_of=AS_OF + timedelta(days=1), reader=counting, resume=True)
+    assert sorted(read) == [PAYMENTS, DATA, LOCKED]
+
+
+def _quiet_reader(barrier: threading.Barrier | None = None) -> Any:
+    from bot.scan import AccountRead
+
+    def reader(spec: AccountSpec, as_of: datetime, window: int) -> AccountRead:
+        if barrier is not None and spec.id != LOCKED:
+            # Returns only once two accounts are being read at the same time.
+            barrier.wait()
+        if spec.id == DATA:
+            raise RuntimeError("boom")
+        return AccountRead([], {})
+
+    return reader
+
+
+def test_accounts_are_read_concurrently_and_one_failure_stops_no_other(
+    settings: Settings, db: Database
+) -> None:
+    barrier = threading.Barrier(2, timeout=10)
+    report = run_scan(settings, as_of=AS_OF, reader=_quiet_reader(barrier), concurrency=2)
+
+    states = {a.account_id: (a.ok, a.error) for a in report.accounts}
+    assert states[DATA] == (False, "unexpected error (RuntimeError)")
+    assert states[PAYMENTS][0] and states[LOCKED][0]
+    assert [a.account_id for a in report.accounts] == [PAYMENTS, DATA, LOCKED]
+
+
+def test_accounts_found_in_the_organisation_are_scanned_too(tmp_path: Path, db: Database) -> None:
+    teams = tmp_path / "teams.yaml"
+    teams.write_text(
+        TEAMS_YAML
+        + "organization:\n  role_name: pare-reader\n  ous: [ou-abcd-11111111]\n"
+        + "  tags: {pare: scan}\n",
+        encoding="utf-8",
+    )
+    settings = Settings(DATABASE_URL=db.url, PARE_TEAMS_FILE=teams, PARE_WINDOW_DAYS=90)
+    org = settings.teams.organization
+    member = org.account("444444444444", "member")
+    report = run_scan(
+        settings,
+        as_of=AS_OF,
+        reader=_quiet_reader(),
+        discover=lambda found: [found.account(PAYMENTS, "again"), member],
+    )
+
+    assert [a.account_id for a in report.accounts] == [PAYMENTS, DATA, LOCKED, "444444444444"]
+    assert member.role_arn == "arn:aws:iam::444444444444:role/pare-reader"
+    with db.session() as session:
+        names = dict(session.execute(select(Account.account_id, Account.name)).all())
+    assert names["444444444444"] == "member" and names[PAYMENTS] == "payments-prod"
+
+    def refused(found: Any) -> list:
+        from bot.errors import AwsReadError
+
+        raise AwsReadError("organization", "organizations:ListAccounts", "AccessDenied")
+
+    report = run_scan(settings, as_of=AS_OF, reader=_quiet_reader(), discover=refused)
+    assert not report.ok and "AccessDenied" in report.summary()
+    assert len(report.accounts) == 3
