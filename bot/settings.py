@@ -45,7 +45,17 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _normalise(cls, value: str) -> str:
-        return normalise_database_url(value.strip())
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        url = normalise_database_url(value.strip())
+        try:
+            backend = make_url(url).get_backend_name()
+        except ArgumentError:
+            backend = ""
+        if backend not in {"sqlite", "postgresql"}:
+            raise ValueError("must be sqlite:///FILE or postgresql://USER@HOST/DB")
+        return url
 
     @field_validator("slack_signing_secret", "slack_bot_token", "slack_app_token")
     @classmethod

@@ -14,9 +14,11 @@ from bot.db import Database
 from bot.migrate import upgrade
 from bot.settings import normalise_database_url
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-if not REALDATA.exists():
-    REALDATA = Path(os.environ.get("PARE_REALDATA", "../shared/realdata")).resolve()
+# Real inputs live beside the checkout (../shared/realdata); PARE_REALDATA points elsewhere.
+REALDATA = Path(
+    os.environ.get("PARE_REALDATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "realdata"
+).resolve()
 
 
 def _postgres_database(base_url: str) -> Iterator[str]:
@@ -57,5 +59,9 @@ def db(database_url: str) -> Iterator[Database]:
 def realdata() -> Path:
     """The folder of real inputs written by others."""
     if not REALDATA.exists():
-        pytest.skip(f"real inputs not found at {REALDATA}")
+        message = f"real inputs not found at {REALDATA} (set PARE_REALDATA)"
+        # In CI a missing folder must fail: skipped tests would pass without testing anything.
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     return REALDATA
