@@ -300,3 +300,28 @@ def test_nothing_seen_inside_the_window_is_ever_called_unused(granted, used_shar
     if not used or days_ago > 90:
         # Nothing used inside the window: the whole grant is offered.
         assert offered >= set(granted) - {a for a in granted if CAT.is_data_event(a)}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(patterns(), min_size=1, max_size=4))
+def test_not_action_grants_exactly_what_its_patterns_leave_out(pats):
+    left = CAT.expand_not_action(pats)
+    named = CAT.expand_all(pats)
+    everything = CAT.expand("*")
+
+    assert not left & named
+    assert left | named == everything
+    # Naming more in NotAction can only grant less.
+    assert CAT.expand_not_action([*pats, "s3:*"]) <= left
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(patterns(), min_size=1, max_size=4), st.sampled_from(["Deny", ALLOW]))
+def test_a_not_action_allow_is_never_offered_for_what_it_leaves_out(pats, effect):
+    principal = role(statements=[{"Effect": effect, "NotAction": pats, "Resource": "*"}])
+    result = judge(principal, [trail()])
+
+    offered = {a.lower() for f in result.findings if f.actions for a in f.actions}
+    assert not offered & {a.lower() for a in CAT.expand_all(pats)}
+    if effect == "Deny":
+        assert result.findings == []
