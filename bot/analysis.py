@@ -74,32 +74,76 @@ def _as_list(value: object) -> list[str]:
     return []
 
 
-def granted_actions(policies: Iterable[Policy], cat: Catalogue) -> dict[str, Grant]:
+class GrantCache:
+    """Each policy document's grants, expanded once however many principals hold it.
+
+    A managed policy is one document shared by every principal it is attached to; at
+    thousands of principals, expanding it again for each is most of the analysis's work.
+    """
+
+    def __init__(self, cat: Catalogue):
+        self.cat = cat
+        # Keyed by the document's identity; the document is kept so the id stays its own.
+        self._grants: dict[tuple[int, datetime | None], tuple[object, dict[str, Grant]]] = {}
+        self._services: dict[int, frozenset[str]] = {}
+
+    def of(self, policy: Policy) -> dict[str, Grant]:
+        """Return what one policy grants, keyed by lowercase action."""
+        key = (id(policy.document), policy.attached_at)
+        found = self._grants.get(key)
+        if found is None:
+            found = (policy.document, _policy_grants(policy, self.cat))
+            self._grants[key] = found
+        return found[1]
+
+    def services(self, policy: Policy) -> frozenset[str]:
+        """Return the service prefixes one policy grants anything in."""
+        key = id(policy.document)
+        if key not in self._services:
+            self._services[key] = frozenset(k.partition(":")[0] for k in self.of(policy))
+        return self._services[key]
+
+
+def _policy_grants(policy: Policy, cat: Catalogue) -> dict[str, Grant]:
+    grants: dict[str, Grant] = {}
+    statements = policy.document.get("Statement", [])
+    if isinstance(statements, dict):
+        statements = [statements]
+    for statement in statements:
+        if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+            continue
+        if "NotAction" in statement:
+            actions = cat.expand_not_action(_as_list(statement["NotAction"]))
+        else:
+            actions = cat.expand_all(_as_list(statement.get("Action")))
+        for action in actions:
+            grants[action.lower()] = Grant(action, policy.attached_at)
+    return grants
+
+
+def granted_actions(
+    policies: Iterable[Policy], cat: Catalogue, cache: GrantCache | None = None
+) -> dict[str, Grant]:
     """Return every action the policies' Allow statements grant, keyed by lowercase name.
 
     Deny statements grant nothing and are never unused; a NotAction Allow grants every
     catalogued action it does not name. Conditions and resources narrow a grant but do not
-    remove it, so they are kept out of this question.
+    remove it, so they are kept out of this question. An action granted by several policies
+    dates from the oldest of them.
     """
+    cache = cache or GrantCache(cat)
     grants: dict[str, Grant] = {}
     for policy in policies:
-        statements = policy.document.get("Statement", [])
-        if isinstance(statements, dict):
-            statements = [statements]
-        for statement in statements:
-            if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+        own = cache.of(policy)
+        if not grants:
+            grants.update(own)
+            continue
+        since = policy.attached_at
+        for key, grant in own.items():
+            old = grants.get(key)
+            if old is not None and (old.since is None or (since and old.since <= since)):
                 continue
-            if "NotAction" in statement:
-                actions = cat.expand_not_action(_as_list(statement["NotAction"]))
-            else:
-                actions = cat.expand_all(_as_list(statement.get("Action")))
-            for action in actions:
-                key = action.lower()
-                since = policy.attached_at
-                old = grants.get(key)
-                if old is not None and (old.since is None or (since and old.since <= since)):
-                    continue
-                grants[key] = Grant(action, since)
+            grants[key] = grant
     return grants
 
 
@@ -138,6 +182,7 @@ class _Judge:
         as_of: datetime,
         window_days: int,
         cat: Catalogue,
+        cache: GrantCache | None = None,
     ):
         self.p = principal
         self.as_of = as_of
@@ -151,7 +196,7 @@ class _Judge:
         # The analyzer's word on roles, keys and passwords counts only where it covers the
         # whole window; otherwise IAM's own last-used dates decide alone.
         self.analyzer = next((e for e in self.covering if isinstance(e, AnalyzerEvidence)), None)
-        self._policy_grants: dict[int, set[str]] = {}
+        self.cache = cache or GrantCache(cat)
 
     def draft(self, kind: str, status: str, reason: str, source: str, **extra) -> FindingDraft:  # type: ignore[no-untyped-def]
         finding = FindingDraft(
@@ -436,12 +481,6 @@ class _Judge:
             ),
         )
 
-    def policy_grants(self, policy: Policy) -> set[str]:
-        key = id(policy)
-        if key not in self._policy_grants:
-            self._policy_grants[key] = set(granted_actions([policy], self.cat))
-        return self._policy_grants[key]
-
     def permission_detail(
         self,
         service: str,
@@ -451,14 +490,12 @@ class _Judge:
     ) -> dict[str, object]:
         """Return a finding's detail: the policies granting it, with their blast radius."""
         wanted = {g.action.lower() for g in grants} if grants is not None else None
-        prefix = service + ":"
         policies = []
         for policy in self.p.policies:
-            granted = self.policy_grants(policy)
             if wanted is not None:
-                hit = not wanted.isdisjoint(granted)
+                hit = not wanted.isdisjoint(self.cache.of(policy))
             else:
-                hit = any(a.startswith(prefix) for a in granted)
+                hit = service in self.cache.services(policy)
             if hit:
                 policies.append(policy_detail(policy))
         detail["policies"] = policies
@@ -482,10 +519,12 @@ def analyze_principal(
     window_days: int,
     exclusions: Exclusions,
     cat: Catalogue | None = None,
+    cache: GrantCache | None = None,
 ) -> PrincipalAnalysis:
     """Judge one principal: its data state, and a finding or kept grant for each thing."""
     cat = cat or catalogue()
-    grants = granted_actions(principal.policies, cat)
+    cache = cache or GrantCache(cat)
+    grants = granted_actions(principal.policies, cat, cache)
     granted = defaultdict(list)
     for grant in grants.values():
         granted[grant.action.partition(":")[0].lower()].append(grant.action)
@@ -493,7 +532,7 @@ def analyze_principal(
         if isinstance(item, AnalyzerEvidence):
             # The analyzer lists only what is unused; what it does not list depends on grants.
             item.complete_for(granted)
-    judge = _Judge(principal, evidence, as_of, window_days, cat)
+    judge = _Judge(principal, evidence, as_of, window_days, cat, cache)
 
     def outcome(state: DataState, reason: str | None) -> PrincipalAnalysis:
         return PrincipalAnalysis(principal, state, reason, judge.findings, dict(granted))
@@ -566,6 +605,7 @@ def analyze(
 ) -> list[PrincipalAnalysis]:
     """Judge every principal against the evidence for it (keyed by principal ARN)."""
     cat = catalogue()
+    cache = GrantCache(cat)
     results = []
     for principal in principals:
         results.append(
@@ -576,6 +616,7 @@ def analyze(
                 window_days=window_days,
                 exclusions=exclusions,
                 cat=cat,
+                cache=cache,
             )
         )
     return results

@@ -1,0 +1,1 @@
+"""Benchmarks: figures printed on the machine at hand, not timed tests."""
