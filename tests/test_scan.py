@@ -394,3 +394,64 @@ def test_accounts_found_in_the_organisation_are_scanned_too(tmp_path: Path, db: 
     report = run_scan(settings, as_of=AS_OF, reader=_quiet_reader(), discover=refused)
     assert not report.ok and "AccessDenied" in report.summary()
     assert len(report.accounts) == 3
+
+
+def test_the_analyzer_speaks_first_and_access_advisor_only_without_one(
+    org: Org, tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.aws.access_advisor as advisor_module
+    import bot.aws.access_analyzer as analyzer_module
+    from bot.aws.access_advisor import AdvisorRead
+    from bot.aws.access_analyzer import AnalyzerRead
+    from bot.evidence.access_analyzer import Analyzer
+
+    teams = tmp_path / "teams.yaml"
+    teams.write_text(
+        f"""
+accounts:
+  - id: "{PAYMENTS}"
+    role_arn: arn:aws:iam::{PAYMENTS}:role/pare-reader
+    sources: [last_used, access_analyzer, access_advisor]
+teams:
+  - name: payments
+    channel: C0PAYMENTS
+    champions: [U0ALICE01]
+""",
+        encoding="utf-8",
+    )
+    settings = Settings(DATABASE_URL=db.url, PARE_TEAMS_FILE=teams, PARE_WINDOW_DAYS=90)
+    checkout = f"arn:aws:iam::{PAYMENTS}:role/checkout"
+    analyzer = Analyzer("arn:aws:access-analyzer:us-east-1:1:analyzer/a", "ACCOUNT_UNUSED_ACCESS",
+                        90, analyzed_at=AS_OF - timedelta(hours=1))  # fmt: skip
+    finding = {
+        "id": "f-1",
+        "resource": checkout,
+        "findingType": "UnusedPermission",
+        "findingDetails": [{"unusedPermissionDetails": {"serviceNamespace": "sqs"}}],
+        "recommendation": {"status": "SUCCEEDED", "recommendedSteps": []},
+    }
+    asked: list[list[str]] = []
+
+    def advisor(session: Any, principals: Any, **kw: Any) -> AdvisorRead:
+        asked.append([p.name for p in principals])
+        return AdvisorRead()
+
+    found = AnalyzerRead(PAYMENTS, analyzer=analyzer, findings=[finding])
+    monkeypatch.setattr(analyzer_module, "read_unused_access", lambda session: found)
+    monkeypatch.setattr(advisor_module, "read_last_accessed", advisor)
+    report = run_scan(settings, as_of=AS_OF)
+
+    opened = _open(db)
+    assert report.ok and asked == []
+    sqs = opened[("checkout", "unused_permission:sqs")]
+    assert sqs.source == "access_analyzer"
+    assert sqs.detail["access_analyzer"]["finding_id"] == "f-1"
+    assert "Access Analyzer: 1 findings" in report.summary()
+
+    monkeypatch.setattr(
+        analyzer_module, "read_unused_access", lambda session: AnalyzerRead(PAYMENTS)
+    )
+    run_scan(settings, as_of=AS_OF)
+    # Without an analyzer Access Advisor is asked, but not for AWS's own roles.
+    assert asked and "checkout" in asked[0]
+    assert not any(name.startswith("AWSServiceRoleFor") for name in asked[0])
