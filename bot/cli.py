@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from bot import logs
 from bot.errors import PareError
@@ -27,7 +28,18 @@ def load_settings():  # type: ignore[no-untyped-def]
     except ValidationError as exc:
         first = exc.errors()[0]
         name = first["loc"][0] if first["loc"] else "settings"
-        raise PareError(f"environment variable {name}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise PareError(f"environment variable {name}: {message}") from None
+
+
+def database_problem(exc: DBAPIError) -> str:
+    """Explain a database error in one line, without the URL (it may hold a password)."""
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+    if "no such table" in detail or "does not exist" in detail and "relation" in detail:
+        return f"the database is not migrated ({detail}): run `pare db upgrade` first"
+    if "unable to open database file" in detail:
+        return "cannot open the SQLite file of DATABASE_URL: does its folder exist?"
+    return f"database error: {detail}"
 
 
 def _as_of(text: str | None) -> datetime | None:
@@ -99,6 +111,40 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_apply(args: argparse.Namespace) -> int:
+    from bot.db import Database
+    from bot.removal import apply_approved
+
+    settings = load_settings()
+    db = Database(settings.database_url)
+    report = apply_approved(
+        settings, db, commit=args.commit, as_of=_as_of(args.as_of), accounts=args.account
+    )
+    print(report.summary())
+    return 0 if not report.problems else 1
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    from bot.db import Database
+    from bot.removal import undo_change
+
+    settings = load_settings()
+    result = undo_change(settings, Database(settings.database_url), args.change_id, only=args.only)
+    print(result.line())
+    return 0 if result.status == "applied" else 1
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from bot.db import Database
+    from bot.removal.history import history, render
+
+    events = history(Database(load_settings().database_url), args.principal)
+    print(json.dumps(events, indent=2) if args.json else render(events))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
@@ -155,6 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scheduler", help="run only the scheduler (digests, scans, leaderboard)")
     p.set_defaults(func=cmd_scheduler)
 
+    p = sub.add_parser("apply", help="apply approved removals (a dry run unless committing)")
+    p.add_argument("--commit", action="store_true", help="change AWS, not only print and record")
+    p.add_argument("--account", action="append", help="only this account id (repeatable)")
+    p.add_argument("--as-of", help="judge the re-checked evidence as of this date")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("undo", help="restore a change's before-state, whole or in part")
+    p.add_argument("change_id", metavar="CHANGE_ID")
+    p.add_argument("--only", nargs="+", metavar="ACTION", help="restore only these actions")
+    p.set_defaults(func=cmd_undo)
+
+    p = sub.add_parser("history", help="every finding, decision, change and undo of a principal")
+    p.add_argument("--principal", required=True, metavar="ARN")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
+
     p = sub.add_parser("demo", help="run the whole loop locally: moto AWS, a local Slack stand-in")
     p.add_argument("--workdir", default="demo-output", help="where the SQLite file is left")
     p.add_argument("--keep-serving", action="store_true", help="keep the servers up afterwards")
@@ -178,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except PareError as exc:
         print(f"pare: {exc}", file=sys.stderr)
+        return 2
+    except DBAPIError as exc:
+        print(f"pare: {database_problem(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

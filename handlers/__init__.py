@@ -5,7 +5,7 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.slack.app import AppContext
-from handlers import actions, commands, events
+from handlers import actions, changes, commands, events, views
 
 
 def register_all(app: App, ctx: AppContext) -> None:
@@ -13,3 +13,5 @@ def register_all(app: App, ctx: AppContext) -> None:
     actions.register(app, ctx)
     commands.register(app, ctx)
     events.register(app, ctx)
+    views.register(app, ctx)
+    changes.register(app, ctx)

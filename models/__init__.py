@@ -206,6 +206,11 @@ class Digest(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     posted_at: Mapped[datetime | None]
+    # The head's counts frozen when planned, so edits after a decision do not change them.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Who is posting it, until when: two processes never post the same digest at once.
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None]
 
     team: Mapped[Team] = relationship()
     messages: Mapped[list[DigestMessage]] = relationship(
@@ -295,3 +300,113 @@ class SchedulerLease(Base):
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime]
     fencing: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Change(Base):
+    """One removal (or an undo of one), a durable state machine with its before-state.
+
+    status: planned -> before_state_saved -> applying (step k of n) -> applied | refused |
+    failed | rolling_back -> rolled_back; a dry run is recorded as `dry_run`, and a change whose
+    whole approved set was used since as `dropped`. The before-state is written once and never
+    changed; an undo is a new row (kind `undo`) pointing at the change it undoes.
+    """
+
+    __tablename__ = "changes"
+    __table_args__ = (Index("ix_changes_status", "status", "mode"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), index=True)
+    finding_id: Mapped[int | None] = mapped_column(ForeignKey("findings.id"), index=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), index=True)
+    # An undo's change, or the deactivation a grace-period deletion follows.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("changes.id"), index=True)
+    # trim_permissions | deactivate_access_key | delete_access_key | delete_login_profile |
+    # quarantine_role | delete_role | undo
+    kind: Mapped[str] = mapped_column(String(32))
+    # dry_run | commit
+    mode: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(20), default="planned")
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    # Actions (or the key id, the role) this change takes away, and what it left and why.
+    removed: Mapped[list[Any]] = mapped_column(default=list)
+    kept: Mapped[list[Any]] = mapped_column(default=list)
+    # For an undo: the actions to restore (empty: everything).
+    only: Mapped[list[Any]] = mapped_column(default=list)
+    requested_by: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    before_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    slack_channel: Mapped[str | None] = mapped_column(String(32))
+    slack_ts: Mapped[str | None] = mapped_column(String(32))
+
+    principal: Mapped[Principal] = relationship()
+    decision: Mapped[Decision | None] = relationship()
+    step_rows: Mapped[list[ChangeStep]] = relationship(
+        back_populates="change", order_by="ChangeStep.number"
+    )
+    events: Mapped[list[ChangeEvent]] = relationship(
+        back_populates="change", order_by="ChangeEvent.id"
+    )
+
+
+class ChangeStep(Base):
+    """One AWS call of a change, planned in full before the first is made."""
+
+    __tablename__ = "change_steps"
+    __table_args__ = (UniqueConstraint("change_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("changes.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    op: Mapped[str] = mapped_column(String(40))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # pending | done | rolled_back
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    done_at: Mapped[datetime | None]
+
+    change: Mapped[Change] = relationship(back_populates="step_rows")
+
+
+class ChangeEvent(Base):
+    """One transition of a change; appended, never updated, so history is never lost."""
+
+    __tablename__ = "change_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("changes.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(20))
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    change: Mapped[Change] = relationship(back_populates="events")
+
+
+class Revocation(Base):
+    """The end of an exemption: who revoked it, when and why; the decision itself stays."""
+
+    __tablename__ = "revocations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id"), unique=True)
+    revoked_by: Mapped[str] = mapped_column(String(32))
+    revoked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    decision: Mapped[Decision] = relationship()
+
+
+class SlackInstall(Base):
+    """Whether Pare may post to a Slack workspace (uninstalled or revoked tokens pause it)."""
+
+    __tablename__ = "slack_installs"
+
+    workspace: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # active | uninstalled | tokens_revoked
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)

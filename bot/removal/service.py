@@ -1,0 +1,778 @@
+"""Turn approved decisions into changes, undo them, and tell a principal's history.
+
+`apply_approved` is the job the scheduler and `pare apply` call: it resumes unfinished changes,
+re-reads each account's evidence just before acting (the scan's own reader and analysis), drops
+anything used since, plans and records every change (dry run unless the account applies or the
+caller commits), and deletes deactivated keys and quarantined roles after their grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.aws.iam_write import IamWriteError, IamWriter
+from bot.catalog import catalogue
+from bot.db import Database
+from bot.domain import PrincipalAnalysis
+from bot.errors import FindingNotFound, NotAChampion, PareError
+from bot.removal import engine
+from bot.removal import plan as planner
+from bot.removal import policy as P
+from bot.removal.plan import Plan, Step
+from bot.settings import Settings
+from bot.teams import Account as AccountSpec
+from models import Account, Change, ChangeStep, Decision, Finding, Principal
+
+log = logging.getLogger(__name__)
+
+# Deactivated keys and quarantined roles wait this long before deletion, so a workload that
+# breaks can be noticed and undone while undo is still complete.
+GRACE_DAYS = 14
+FOLLOW_UPS = {"deactivate_access_key": "delete_access_key", "quarantine_role": "delete_role"}
+KIND_OF_FINDING = {
+    "unused_permission": "trim_permissions",
+    "unused_access_key": "deactivate_access_key",
+    "unused_password": "delete_login_profile",
+    "unused_role": "quarantine_role",
+}
+PASSWORD_NOTE = (
+    "the console password was recreated with a random password that must be reset at the next "
+    "sign-in; an administrator has to set one for the user"
+)
+
+# Removed actions a report line names before it counts the rest.
+SHOWN = 12
+
+IamClients = Callable[[AccountSpec], Any]
+Reader = Callable[[AccountSpec, datetime, int], Any]
+
+
+@dataclass
+class ChangeResult:
+    """One change as the command line, the scheduler and Slack report it."""
+
+    change_id: int
+    kind: str
+    mode: str
+    status: str
+    principal: str
+    account: str
+    removed: list[str] = field(default_factory=list)
+    kept: list[dict[str, str]] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    reason: str | None = None
+    parent_id: int | None = None
+
+    def line(self) -> str:
+        """Return one readable line, then the steps and what was kept."""
+        verb = "would" if self.mode == "dry_run" else "did"
+        head = f"change {self.change_id} [{self.status}] {self.kind} {self.principal}"
+        lines = [head]
+        if self.removed:
+            more = len(self.removed) - SHOWN
+            tail = f" and {more} more" if more > 0 else ""
+            lines.append(f"  removes: {', '.join(self.removed[:SHOWN])}{tail}")
+        for step in self.steps:
+            lines.append(f"  {verb}: {step}")
+        for kept in self.kept:
+            lines.append(f"  kept {kept['what']}: {kept['why']}")
+        if self.reason and self.status not in ("dropped",):
+            lines.append(f"  reason: {self.reason}")
+        return "\n".join(lines)
+
+
+@dataclass
+class ApplyReport:
+    """What one apply run did."""
+
+    results: list[ChangeResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """Return the report as readable text."""
+        lines = [r.line() for r in self.results]
+        lines += [f"problem: {p}" for p in self.problems]
+        return "\n".join(lines) or "nothing approved is waiting to be applied"
+
+
+def describe(op: str, params: dict[str, Any]) -> str:
+    """Return a step as a short sentence (ids and names only, never a document)."""
+    target = params.get("principal") or params.get("name") or ""
+    what = params.get("policy") or params.get("arn") or params.get("key") or params.get("version")
+    return f"{op} {target} {what or ''}".strip()
+
+
+def _result(session: Session, change: Change) -> ChangeResult:
+    principal = change.principal
+    rows = session.scalars(
+        select(ChangeStep).where(ChangeStep.change_id == change.id).order_by(ChangeStep.number)
+    )
+    return ChangeResult(
+        change_id=change.id,
+        kind=change.kind,
+        mode=change.mode,
+        status=change.status,
+        principal=principal.arn,
+        account=principal.account.account_id,
+        removed=list(change.removed),
+        kept=list(change.kept),
+        steps=[describe(r.op, r.params) for r in rows],
+        reason=change.reason,
+        parent_id=change.parent_id,
+    )
+
+
+def result_of(db: Database, change_id: int) -> ChangeResult:
+    """Return a stored change as a ChangeResult."""
+    with db.session() as session:
+        return _result(session, session.get_one(Change, change_id))
+
+
+def _default_clients(spec: AccountSpec) -> Any:
+    from bot.aws.session import open_account
+
+    return open_account(spec).client("iam")
+
+
+def _default_reader(spec: AccountSpec, as_of: datetime, window_days: int) -> Any:
+    from bot.scan import read_from_aws
+
+    return read_from_aws(spec, as_of, window_days)
+
+
+def recheck(
+    settings: Settings, spec: AccountSpec, as_of: datetime, reader: Reader
+) -> dict[str, PrincipalAnalysis]:
+    """Read the account's evidence again and judge every principal, as the scan does."""
+    from bot.analysis import analyze
+
+    read = reader(spec, as_of, settings.window_days)
+    exclusions = settings.teams.exclusions
+    if spec.role_arn:
+        exclusions = exclusions.model_copy(
+            update={"allow_list": (*exclusions.allow_list, spec.role_arn)}
+        )
+    analyses = analyze(
+        read.principals,
+        read.evidence,
+        as_of=as_of,
+        window_days=settings.window_days,
+        exclusions=exclusions,
+    )
+    return {a.principal.arn: a for a in analyses}
+
+
+def _still_unused(analysis: PrincipalAnalysis | None, frozen: dict[str, Any]) -> set[str]:
+    """Return what the fresh analysis still calls unused of what the frozen set names."""
+    if analysis is None or analysis.data_state != "complete":
+        return set()
+    kind = frozen.get("kind")
+    out: set[str] = set()
+    for f in analysis.findings:
+        if f.status != "unused" or f.kind != kind:
+            continue
+        if kind == "unused_permission" and f.service == frozen.get("service"):
+            names = f.actions or analysis.granted.get(f.service or "", [])
+            out |= {a.lower() for a in names}
+        elif kind == "unused_access_key" and f.resource_id == frozen.get("resource_id"):
+            out.add(f.resource_id or "")
+        elif kind in ("unused_password", "unused_role"):
+            out.add(kind)
+    return out
+
+
+def _approved_set(frozen: dict[str, Any], analysis: PrincipalAnalysis | None) -> set[str]:
+    if frozen.get("kind") != "unused_permission":
+        return {frozen.get("resource_id") or frozen.get("kind") or ""}
+    actions = frozen.get("actions") or []
+    if actions:
+        return {a.lower() for a in actions}
+    # A whole service was approved: what of it the principal is granted now, nothing newer
+    # (a grant attached since is too new to be judged unused, so the re-check keeps it).
+    granted = analysis.granted.get(frozen.get("service") or "", []) if analysis else []
+    return {a.lower() for a in granted}
+
+
+class _Run:
+    """One apply run over the configured accounts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        commit: bool,
+        now: datetime,
+        as_of: datetime,
+        reader: Reader,
+        clients: IamClients,
+        grace: timedelta,
+    ):
+        self.settings = settings
+        self.db = db
+        self.commit = commit
+        self.now = now
+        self.as_of = as_of
+        self.reader = reader
+        self.clients = clients
+        self.grace = grace
+        self.report = ApplyReport()
+        self.cat = catalogue()
+        self.writers: dict[str, IamWriter] = {}
+
+    def spec(self, account_id: str) -> AccountSpec | None:
+        return self.settings.teams.account(account_id)
+
+    def writer(self, spec: AccountSpec) -> IamWriter:
+        if spec.id not in self.writers:
+            self.writers[spec.id] = IamWriter(self.clients(spec), spec.id)
+        return self.writers[spec.id]
+
+    def commits(self, spec: AccountSpec) -> bool:
+        return self.commit or spec.apply
+
+    def add(self, change_id: int) -> None:
+        self.report.results.append(result_of(self.db, change_id))
+
+    # -- resuming --------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Change.id, Account.account_id)
+                .join(Change.principal)
+                .join(Principal.account)
+                .where(Change.status.in_(engine.UNFINISHED), Change.mode == "commit")
+                .order_by(Change.id)
+            ).all()
+        for change_id, account_id in rows:
+            spec = self.spec(account_id)
+            if spec is None:
+                self.report.problems.append(
+                    f"change {change_id}: account {account_id} not configured"
+                )
+                continue
+            log.info("resuming change: change=%s account=%s", change_id, account_id)
+            self._guarded(
+                change_id, lambda c=change_id, s=spec: engine.run(self.db, self.writer(s), c)
+            )
+
+    def _guarded(self, change_id: int | None, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except IamWriteError as exc:
+            self.report.problems.append(str(exc))
+        except PareError as exc:
+            self.report.problems.append(str(exc))
+        except Exception as exc:
+            # One change's crash must not stop the rest; it stays resumable for the next run.
+            log.exception("change interrupted: change=%s", change_id)
+            self.report.problems.append(f"change {change_id}: interrupted ({type(exc).__name__})")
+        if change_id is not None:
+            self.add(change_id)
+
+    # -- planning from decisions -----------------------------------------------------------
+
+    def pending(self) -> dict[str, list[int]]:
+        """Return approved decisions with no real change yet, by account id."""
+        done = select(Change.decision_id).where(
+            Change.mode == "commit", Change.parent_id.is_(None), Change.decision_id.is_not(None)
+        )
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Decision.id, Account.account_id)
+                .join(Decision.finding)
+                .join(Finding.principal)
+                .join(Principal.account)
+                .where(Decision.kind == "approve", Decision.id.not_in(done))
+                .order_by(Decision.id)
+            ).all()
+        out: dict[str, list[int]] = defaultdict(list)
+        for decision_id, account_id in rows:
+            out[account_id].append(decision_id)
+        return out
+
+    def apply_account(self, spec: AccountSpec, decision_ids: list[int]) -> None:
+        try:
+            fresh = recheck(self.settings, spec, self.as_of, self.reader)
+        except PareError as exc:
+            self.report.problems.append(
+                f"{spec.label}: evidence not re-read, nothing applied: {exc}"
+            )
+            return
+        for decision_id in decision_ids:
+            self.apply_decision(spec, decision_id, fresh)
+
+    def _agreement(self, spec: AccountSpec, fresh: dict[str, PrincipalAnalysis]):  # type: ignore[no-untyped-def]
+        def agree(arn: str, hit: set[str]) -> bool:
+            state = self.writer(spec).policy_state(arn)
+            if state["attached_to"]["groups"]:
+                return False
+            with self.db.session() as session:
+                for kind, names in (
+                    ("role", state["attached_to"]["roles"]),
+                    ("user", state["attached_to"]["users"]),
+                ):
+                    for name in names:
+                        principal = session.scalar(
+                            select(Principal)
+                            .join(Principal.account)
+                            .where(
+                                Account.account_id == spec.id,
+                                Principal.kind == kind,
+                                Principal.name == name,
+                                Principal.gone_at.is_(None),
+                            )
+                        )
+                        if principal is None:
+                            return False
+                        analysis = fresh.get(principal.arn)
+                        agreed: set[str] = set()
+                        for decision in session.scalars(
+                            select(Decision)
+                            .join(Decision.finding)
+                            .where(Finding.principal_id == principal.id, Decision.kind == "approve")
+                        ):
+                            agreed |= _approved_set(decision.frozen, analysis) & _still_unused(
+                                analysis, decision.frozen
+                            )
+                        if not hit <= agreed:
+                            return False
+            return True
+
+        return agree
+
+    def apply_decision(
+        self, spec: AccountSpec, decision_id: int, fresh: dict[str, PrincipalAnalysis]
+    ) -> None:
+        dry = not self.commits(spec)
+        with self.db.session() as session:
+            decision = session.get_one(Decision, decision_id)
+            finding = decision.finding
+            principal = finding.principal
+            frozen = dict(decision.frozen) or {"kind": finding.kind}
+            frozen.setdefault("kind", finding.kind)
+            frozen.setdefault("service", finding.service)
+            frozen.setdefault("resource_id", finding.resource_id)
+            recommended = dict(finding.detail.get("recommended_policies") or {})
+            ids = (decision.id, finding.id, principal.id)
+            arn, pkind, pname = principal.arn, principal.kind, principal.name
+            if dry and session.scalar(
+                select(Change.id).where(Change.decision_id == decision.id, Change.mode == "dry_run")
+            ):
+                # Already recorded as a dry run; the scheduler's next runs need not repeat it.
+                existing = session.scalar(
+                    select(Change)
+                    .where(Change.decision_id == decision.id, Change.mode == "dry_run")
+                    .order_by(Change.id.desc())
+                )
+                self.report.results.append(_result(session, existing))
+                return
+        kind = KIND_OF_FINDING.get(frozen["kind"])
+        if kind is None:
+            self.report.problems.append(
+                f"decision {decision_id}: nothing to apply for {frozen['kind']}"
+            )
+            return
+        change = Change(
+            decision_id=ids[0],
+            finding_id=ids[1],
+            principal_id=ids[2],
+            kind=kind,
+            mode="dry_run" if dry else "commit",
+        )
+        analysis = fresh.get(arn)
+        approved = _approved_set(frozen, analysis)
+        unused = _still_unused(analysis, frozen)
+        plan = Plan()
+        state = None
+        if analysis is None:
+            plan.keep(pname, "the principal no longer exists")
+        else:
+            try:
+                state = self.writer(spec).read_state(pkind, pname)
+            except IamWriteError as exc:
+                plan.refused = str(exc)
+        if state is not None:
+            if frozen["kind"] == "unused_permission":
+                remove = approved & unused
+                for action in sorted(approved - unused):
+                    why = (
+                        "used since the decision, or no longer provably unused"
+                        if analysis is not None and analysis.data_state == "complete"
+                        else f"the evidence is incomplete now ({analysis.data_reason})"
+                        if analysis
+                        else "not re-read"
+                    )
+                    plan.keep(self.cat.canonical(action) or action, why)
+                if remove:
+                    found = planner.plan_trim(
+                        state,
+                        remove,
+                        self.cat,
+                        decision_id,
+                        self._agreement(spec, fresh),
+                        recommended,
+                    )
+                    found.kept = plan.kept + found.kept
+                    plan = found
+            elif not (approved & unused):
+                plan.keep(frozen.get("resource_id") or frozen["kind"], "used since the decision")
+            elif frozen["kind"] == "unused_access_key":
+                plan = planner.plan_key(state, frozen["resource_id"])
+            elif frozen["kind"] == "unused_password":
+                plan = planner.plan_password(state)
+            else:
+                plan = planner.plan_quarantine(state, self.now)
+        change_id = engine.record_plan(self.db, change, plan, state, dry)
+        if dry:
+            self.add(change_id)
+            return
+        self._guarded(change_id, lambda: engine.run(self.db, self.writer(spec), change_id))
+
+    # -- grace periods ---------------------------------------------------------------------
+
+    def follow_ups(self, fresh_by_account: dict[str, dict[str, PrincipalAnalysis]]) -> None:
+        cutoff = self.now - self.grace
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Change.id, Change.kind, Account.account_id)
+                .join(Change.principal)
+                .join(Principal.account)
+                .where(
+                    Change.kind.in_(list(FOLLOW_UPS)),
+                    Change.status == "applied",
+                    Change.mode == "commit",
+                    Change.finished_at <= cutoff,
+                )
+                .order_by(Change.id)
+            ).all()
+            children = set(
+                session.scalars(select(Change.parent_id).where(Change.parent_id.is_not(None)))
+            )
+        for change_id, kind, account_id in rows:
+            spec = self.spec(account_id)
+            if change_id in children or spec is None or not self.commits(spec):
+                continue
+            self._follow_up(spec, change_id, FOLLOW_UPS[kind], fresh_by_account)
+
+    def _follow_up(
+        self,
+        spec: AccountSpec,
+        parent_id: int,
+        kind: str,
+        fresh_by_account: dict[str, dict[str, PrincipalAnalysis]],
+    ) -> None:
+        with self.db.session() as session:
+            parent = session.get_one(Change, parent_id)
+            principal = parent.principal
+            pkind, pname, arn = principal.kind, principal.name, principal.arn
+            key = parent.removed[0] if parent.removed else ""
+            change = Change(
+                decision_id=parent.decision_id,
+                finding_id=parent.finding_id,
+                principal_id=parent.principal_id,
+                parent_id=parent.id,
+                kind=kind,
+                mode="commit",
+            )
+        plan = Plan()
+        state = None
+        try:
+            state = self.writer(spec).read_state(pkind, pname)
+        except IamWriteError as exc:
+            plan.keep(pname, f"not readable now ({exc.code})")
+        if state is not None and kind == "delete_access_key":
+            plan = planner.plan_key_deletion(state, key)
+        elif state is not None:
+            if spec.id not in fresh_by_account:
+                try:
+                    fresh_by_account[spec.id] = recheck(
+                        self.settings, spec, self.as_of, self.reader
+                    )
+                except PareError as exc:
+                    self.report.problems.append(f"{spec.label}: role deletion waits: {exc}")
+                    return
+            analysis = fresh_by_account[spec.id].get(arn)
+            if "unused_role" not in _still_unused(analysis, {"kind": "unused_role"}):
+                plan.keep(pname, "the role is no longer provably unused")
+            else:
+                plan = planner.plan_role_deletion(state)
+        change_id = engine.record_plan(self.db, change, plan, state, dry_run=False)
+        self._guarded(change_id, lambda: engine.run(self.db, self.writer(spec), change_id))
+
+
+def apply_approved(
+    settings: Settings,
+    db: Database,
+    *,
+    commit: bool = False,
+    now: datetime | None = None,
+    as_of: datetime | None = None,
+    accounts: list[str] | None = None,
+    reader: Reader | None = None,
+    iam_clients: IamClients | None = None,
+    slack: Any | None = None,
+    grace_days: int = GRACE_DAYS,
+) -> ApplyReport:
+    """Apply every approved decision not yet applied (dry run unless committing); resume and
+    finish earlier changes; post each real outcome in its digest's thread."""
+    now = now or datetime.now(UTC)
+    run = _Run(
+        settings,
+        db,
+        commit,
+        now,
+        as_of or now,
+        reader or _default_reader,
+        iam_clients or _default_clients,
+        timedelta(days=grace_days),
+    )
+    run.resume()
+    fresh_by_account: dict[str, dict[str, PrincipalAnalysis]] = {}
+    for account_id, decision_ids in sorted(run.pending().items()):
+        if accounts and account_id not in accounts:
+            continue
+        spec = run.spec(account_id)
+        if spec is None:
+            run.report.problems.append(f"account {account_id} is not in the teams file")
+            continue
+        run.apply_account(spec, decision_ids)
+    run.follow_ups(fresh_by_account)
+    _post_outcomes(settings, db, run.report, slack)
+    return run.report
+
+
+def _post_outcomes(settings: Settings, db: Database, report: ApplyReport, slack: Any) -> None:
+    from bot.removal.messages import post_outcome
+
+    if slack is None and settings.slack_bot_token is None:
+        return
+    if slack is None:
+        from bot.slack.client import make_client
+
+        slack = make_client(settings)
+    for result in report.results:
+        if result.mode == "commit" and result.status in engine.FINAL:
+            post_outcome(db, slack, result.change_id)
+
+
+# -- undo ------------------------------------------------------------------------------------
+
+
+def _done_steps(db: Database, change_id: int) -> list[ChangeStep]:
+    with db.session() as session:
+        return list(
+            session.scalars(
+                select(ChangeStep)
+                .where(ChangeStep.change_id == change_id, ChangeStep.status == "done")
+                .order_by(ChangeStep.number)
+            )
+        )
+
+
+def _restore_plan(
+    db: Database,
+    writer: IamWriter,
+    change: Change,
+    current: dict[str, Any],
+    restore: set[str],
+    undo_tag: int,
+) -> Plan:
+    """Plan re-granting actions a trim removed, as the before-state granted them."""
+    cat = catalogue()
+    plan = Plan()
+    before = change.before_state or {}
+    who = {"kind": current["kind"], "principal": current["name"]}
+    steps = _done_steps(db, change.id)
+    copies = {s.params["copy_of"]: s.params["arn"] for s in steps if s.params.get("copy_of")}
+    for row in steps:
+        p = row.params
+        if row.op in ("put_inline", "delete_inline") and p.get("previous") is not None:
+            old = p["previous"]
+            cur = current["inline"].get(p["policy"])
+            missing = P.grants(old, cat) - P.grants(cur, cat)
+            wanted = restore & missing
+            if not wanted:
+                continue
+            exact = wanted == missing and P.canonical_equal(cur, p.get("doc"))
+            doc = old if exact else P.with_statements(cur, P.restore_statements(old, wanted, cat))
+            plan.steps.append(
+                Step("put_inline", {**who, "policy": p["policy"], "doc": doc, "previous": cur})
+            )
+            plan.removed += sorted(wanted)
+        elif row.op == "create_version":
+            arn = p["arn"]
+            old = next(
+                v["doc"] for v in before["managed"][arn]["versions"] if v["id"] == p["previous"]
+            )
+            state = writer.policy_state(arn)
+            cur_version = next(v for v in state["versions"] if v["default"])
+            missing = P.grants(old, cat) - P.grants(cur_version["doc"], cat)
+            wanted = restore & missing
+            if not wanted:
+                continue
+            ids = {v["id"] for v in state["versions"]}
+            if (
+                wanted == missing
+                and cur_version["id"] == row.result.get("version")
+                and p["previous"] in ids
+            ):
+                plan.steps.append(
+                    Step(
+                        "set_default",
+                        {"arn": arn, "version": p["previous"], "previous": cur_version["id"]},
+                    )
+                )
+            else:
+                doc = P.with_statements(cur_version["doc"], P.restore_statements(old, wanted, cat))
+                plan.steps += planner._version_room(arn, state)
+                plan.steps.append(
+                    Step("create_version", {"arn": arn, "doc": doc, "previous": cur_version["id"]})
+                )
+            plan.removed += sorted(wanted)
+        elif row.op == "detach":
+            arn = p["arn"]
+            old = next(v["doc"] for v in before["managed"][arn]["versions"] if v["default"])
+            copy = copies.get(arn)
+            cur = None
+            if copy:
+                state = writer.policy_state(copy)
+                cur_version = next(v for v in state["versions"] if v["default"])
+                cur = cur_version["doc"]
+            missing = P.grants(old, cat) - P.grants(cur, cat)
+            wanted = restore & missing
+            if not wanted:
+                continue
+            plan.removed += sorted(wanted)
+            if wanted == missing:
+                plan.steps.append(Step("attach", {**who, "arn": arn}))
+                if copy:
+                    plan.steps += [
+                        Step("detach", {**who, "arn": copy}),
+                        Step("delete_policy", {"arn": copy}),
+                    ]
+            elif copy:
+                doc = P.with_statements(cur, P.restore_statements(old, wanted, cat))
+                plan.steps += planner._version_room(copy, state)
+                plan.steps.append(
+                    Step("create_version", {"arn": copy, "doc": doc, "previous": cur_version["id"]})
+                )
+            else:
+                name = planner.copy_name(before["managed"][arn]["name"], undo_tag)
+                doc = P.with_statements(None, P.restore_statements(old, wanted, cat))
+                copy_arn = f"arn:aws:iam::{current['account_id']}:policy{planner.COPY_PATH}{name}"
+                plan.steps += [
+                    Step("create_policy", {"name": name, "path": planner.COPY_PATH, "doc": doc}),
+                    Step("attach", {**who, "arn": copy_arn}),
+                ]
+    return plan
+
+
+def _change_id(db: Database, value: int | str) -> int:
+    """Return the id of a stored change, or raise FindingNotFound naming what was given."""
+    try:
+        change_id = int(value)
+    except (TypeError, ValueError):
+        raise FindingNotFound(f"no change {value!r}") from None
+    with db.session() as session:
+        if session.get(Change, change_id) is None:
+            raise FindingNotFound(f"no change {change_id}")
+    return change_id
+
+
+def undo_change(
+    settings: Settings,
+    db: Database,
+    change_id: int | str,
+    *,
+    only: list[str] | None = None,
+    user: str | None = None,
+    iam_clients: IamClients | None = None,
+    slack: Any | None = None,
+) -> ChangeResult:
+    """Restore a change's before-state, whole or only some actions; the undo is a change too."""
+    target_id = _change_id(db, change_id)
+    with db.session() as session:
+        target = session.get_one(Change, target_id)
+        if target.kind == "undo" or target.mode != "commit" or target.status != "applied":
+            raise PareError(
+                f"change {target_id} is {target.mode} {target.kind} [{target.status}]; only an "
+                "applied change can be undone"
+            )
+        earlier = session.scalar(
+            select(Change.id).where(
+                Change.parent_id == target_id,
+                Change.kind == "undo",
+                Change.status.in_(("applied", *engine.UNFINISHED)),
+            )
+        )
+        principal = target.principal
+        account_id = principal.account.account_id
+        pkind, pname = principal.kind, principal.name
+        removed = [a.lower() for a in target.removed]
+    if earlier is not None and not only:
+        raise PareError(f"change {target_id} was already undone by change {earlier}")
+    spec = settings.teams.account(account_id)
+    if spec is None:
+        raise PareError(f"account {account_id} is not in the teams file")
+    wanted = {a.lower() for a in only or []}
+    if wanted and target.kind != "trim_permissions":
+        raise PareError("--only names actions; it applies to removed permissions only")
+    if wanted - set(removed):
+        unknown = ", ".join(sorted(wanted - set(removed)))
+        raise PareError(f"change {target_id} did not remove: {unknown}")
+
+    writer = IamWriter((iam_clients or _default_clients)(spec), spec.id)
+    current = writer.read_state(pkind, pname) if target.kind != "delete_role" else None
+    undo = Change(
+        principal_id=target.principal_id,
+        decision_id=target.decision_id,
+        finding_id=target.finding_id,
+        parent_id=target_id,
+        kind="undo",
+        mode="commit",
+        only=sorted(wanted),
+        requested_by=user,
+    )
+    if target.kind == "trim_permissions":
+        plan = _restore_plan(db, writer, target, current or {}, wanted or set(removed), target_id)
+    else:
+        plan = Plan()
+        for row in reversed(_done_steps(db, target_id)):
+            back = planner.inverse(Step(row.op, row.params), row.result)
+            if not back and row.op == "delete_key":
+                plan.keep(row.params["key"], "a deleted access key cannot be brought back")
+            plan.steps += back
+        plan.removed = list(target.removed)
+        if target.kind == "delete_login_profile":
+            plan.keep("console password", PASSWORD_NOTE)
+    change_id_new = engine.record_plan(db, undo, plan, current, dry_run=False)
+    log.info("undo requested: change=%s undo=%s user=%s", target_id, change_id_new, user)
+    try:
+        engine.run(db, writer, change_id_new)
+    finally:
+        result = result_of(db, change_id_new)
+        if slack is not None or settings.slack_bot_token is not None:
+            _post_outcomes(settings, db, ApplyReport([result]), slack)
+    return result
+
+
+def may_undo(db: Database, change_id: int | str, user: str, admins: tuple[str, ...]) -> None:
+    """Raise NotAChampion unless user champions the team of the change's principal."""
+    target_id = _change_id(db, change_id)
+    with db.session() as session:
+        change = session.get_one(Change, target_id)
+        team = change.principal.team
+        champions = [c.slack_user_id for c in team.champions] if team else []
+        name = team.name if team else "(no team)"
+    if user not in champions and user not in admins:
+        log.warning("undo refused, not a champion: user=%s change=%s", user, target_id)
+        raise NotAChampion(user, name, champions)
