@@ -76,6 +76,7 @@ class CrashingIam:
         # name -> (error code, the parameters a call must carry to be refused)
         self.refuse: dict[str, tuple[str, dict[str, Any]]] = {}
         self.writes: list[str] = []
+        self.params: list[dict[str, Any]] = []
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
@@ -89,6 +90,7 @@ class CrashingIam:
                 raise ClientError(error, name)
             out = attr(*args, **kwargs)
             self.writes.append(name)
+            self.params.append(kwargs)
             self._check(name)
             if self.crash_after == len(self.writes):
                 raise Crash(name)
