@@ -423,10 +423,19 @@ class _Judge:
         if not used_in_window:
             whole = not too_new and not unseeable
             last = f" (last used {_day(service_last)})" if service_last else ""
+            days = self.window_days
+            reason = f"No use of {service} in the {days} days {source_name} covers{last}."
+            kept = len(too_new) + len(unseeable)
+            if kept:
+                # Say why the offer is smaller than the grant, so the two counts agree.
+                reason += (
+                    f" {len(judgeable)} of its {len(grants)} granted actions are offered; "
+                    f"{kept} are kept, as no record could show them used or they are too new."
+                )
             self.draft(
                 "unused_permission",
                 "unused",
-                f"No use of {service} in the {self.window_days} days {source_name} covers{last}.",
+                reason,
                 source_name,
                 service=service,
                 actions=None if whole else [g.action for g in judgeable],
