@@ -291,7 +291,13 @@ class _Run:
                 .join(Decision.finding)
                 .join(Finding.principal)
                 .join(Principal.account)
-                .where(Decision.kind == "approve", Decision.id.not_in(done))
+                .where(
+                    Decision.kind == "approve",
+                    Decision.id.not_in(done),
+                    # An approval belongs to its round: a finding that closed and came back
+                    # is decided afresh, not removed on the strength of the old click.
+                    Decision.round == Finding.round,
+                )
                 .order_by(Decision.id)
             ).all()
         out: dict[str, list[int]] = defaultdict(list)

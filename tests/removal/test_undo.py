@@ -11,7 +11,7 @@ from bot.cli import main
 from bot.errors import PareError
 from bot.removal import undo_change
 from bot.removal.history import history
-from tests.removal.conftest import NOW, World
+from tests.removal.conftest import NOW, Crash, World
 from tests.removal.test_apply import INLINE, _inline_role
 from tests.removal.test_crash import aws_managed, key, new_version, password, quarantine
 
@@ -167,3 +167,22 @@ def test_history_tells_finding_decision_change_and_undo_in_order(
     assert printed == events
     assert main(["history", "--principal", arn]) == 0
     assert f"undo {change_id + 1} of change {change_id}: applied" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("crash_after", [1, 2, 3])
+def test_an_undo_cut_short_by_a_crash_is_finished_by_the_next_apply(
+    world: World, crash_after: int
+) -> None:
+    aws_managed(world)
+    before = world.grants("role", "reader")
+    world.floors.clear()
+    change_id = _applied(world)
+
+    with pytest.raises(Crash):
+        undo_change(world.settings, world.db, change_id, iam_clients=world.clients(crash_after))
+    resumed = world.apply()
+
+    [undo] = resumed.results
+    assert undo.kind == "undo" and undo.status == "applied", resumed.summary()
+    assert world.grants("role", "reader") == before
+    assert world.iam.list_policies(Scope="Local")["Policies"] == []
