@@ -171,11 +171,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("analyze", help="analyse exported IAM data offline (no AWS, no database)")
-    p.add_argument("--authorization-details", required=True, type=Path, metavar="FILE")
-    p.add_argument("--access-advisor", type=Path, metavar="FILE")
-    p.add_argument("--cloudtrail", type=Path, metavar="DIR")
-    p.add_argument("--as-of")
-    p.add_argument("--window-days", type=int, default=None)
+    p.add_argument(
+        "--authorization-details",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="what `aws iam get-account-authorization-details` printed",
+    )
+    p.add_argument(
+        "--access-advisor",
+        type=Path,
+        metavar="FILE",
+        help="JSON mapping principal ARN to `aws iam get-service-last-accessed-details` output",
+    )
+    p.add_argument("--cloudtrail", type=Path, metavar="DIR", help="folder of CloudTrail log files")
+    p.add_argument("--as-of", metavar="DATE", help="judge use as of this day, YYYY-MM-DD")
+    p.add_argument(
+        "--window-days",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tracking window in days (default: PARE_WINDOW_DAYS, else 90)",
+    )
+    p.add_argument(
+        "--status",
+        choices=["unused", "unknown", "too_new", "excluded"],
+        help="show only findings with this status",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_analyze)
 

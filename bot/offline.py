@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from datetime import UTC, date, datetime
@@ -70,6 +71,13 @@ def run(
         readout = read_log_folder(cloudtrail)
         for path in readout.broken_files:
             print(f"pare: skipped broken CloudTrail file {path}", file=sys.stderr)
+        # Say what the logs cover: a trail that misses the window explains "unknown" rows.
+        span = (
+            f"{readout.covered_from:%Y-%m-%d %H:%M} to {readout.covered_to:%Y-%m-%d %H:%M} UTC"
+            if readout.covered_from and readout.covered_to
+            else "no time at all"
+        )
+        print(f"pare: CloudTrail: {readout.summary()}; covers {span}", file=sys.stderr)
         for arn, items in readout.evidence_for(arns).items():
             evidence[arn].extend(items)
     if access_advisor is not None:
@@ -96,29 +104,43 @@ def to_json(results: list[PrincipalAnalysis]) -> list[dict[str, Any]]:
     return rows
 
 
-def print_table(results: list[PrincipalAnalysis], out: TextIO) -> None:
-    """Print the findings as a table a person can read."""
+def print_table(results: list[PrincipalAnalysis], out: TextIO, status: str | None = None) -> None:
+    """Print the findings as a table a person can read, optionally only one status."""
+    rows = []
     counts: Counter[str] = Counter()
-    header = f"{'status':<9} {'kind':<18} {'principal':<48} {'service':<16} reason"
-    print(header, file=out)
-    print("-" * len(header), file=out)
     for result in results:
-        name = result.principal.arn.split(":", 5)[-1]
+        principal = result.principal
+        name = principal.arn.split(":", 5)[-1]
         for f in result.findings:
             counts[f.status] += 1
+            if status and f.status != status:
+                continue
             what = f.service or f.resource_id or ""
             if f.actions:
-                what += f" ({len(f.actions)})"
-            print(
-                f"{f.status:<9} {f.kind:<18} {name[:48]:<48} {what[:16]:<16} {f.reason}", file=out
-            )
+                what += f" ({len(f.actions)} actions)"
+            rows.append((f.status, f.kind, principal.account_id, name, what, f.reason))
+    titles = ("status", "kind", "account", "principal", "what", "reason")
+    widths = [max([len(t)] + [len(r[i]) for r in rows]) for i, t in enumerate(titles[:-1])]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + "  " + cells[-1]
+
+    print(line(titles), file=out)
+    for row in rows:
+        print(line(row), file=out)
+    total = sum(counts.values())
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing"
-    print(f"\n{len(results)} principals: {summary}", file=out)
+    print(
+        f"\n{len(results)} principals; {total} findings and kept grants: {summary}",
+        file=out,
+    )
 
 
 def run_analyze(args: argparse.Namespace) -> int:
     """Run `pare analyze` from parsed arguments."""
-    window = args.window_days or DEFAULT_WINDOW_DAYS
+    window = args.window_days
+    if window is None:
+        window = int(os.environ.get("PARE_WINDOW_DAYS") or DEFAULT_WINDOW_DAYS)
     if not 1 <= window <= 400:
         raise PareError("--window-days must be between 1 and 400 (AWS keeps 400 days)")
     results = run(
@@ -129,8 +151,11 @@ def run_analyze(args: argparse.Namespace) -> int:
         window_days=window,
     )
     if args.json:
-        json.dump(to_json(results), sys.stdout, indent=2)
+        rows = to_json(results)
+        if args.status:
+            rows = [r for r in rows if r["status"] == args.status]
+        json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print_table(results, sys.stdout)
+        print_table(results, sys.stdout, status=args.status)
     return 0
