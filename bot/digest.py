@@ -5,29 +5,75 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import socket
+import time
+import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import func, select
+from slack_sdk.webhook import WebhookClient
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.db import Database
+from bot.decisions import latest_message
 from bot.errors import PareError, UnknownTeam
 from bot.settings import Settings
-from bot.slack import blocks, ids
-from bot.slack.client import find_posted, make_client, metadata
-from models import Decision, Digest, DigestItem, DigestMessage, Finding, Principal, Team
+from bot.slack import blocks, ids, install, text
+from bot.slack.client import (
+    OPERATOR_HINTS,
+    ChannelPacer,
+    error_code,
+    find_posted,
+    make_client,
+    metadata,
+    transient,
+)
+from models import (
+    Decision,
+    Digest,
+    DigestItem,
+    DigestMessage,
+    Finding,
+    Principal,
+    Revocation,
+    Team,
+)
 
 log = logging.getLogger(__name__)
 
 COUNTED_STATUSES = ("unknown", "too_new")
 DONE = ("posted", "empty")
+# A process posting a digest holds it this long; a crashed one's claim lapses after it.
+POST_CLAIM = timedelta(minutes=10)
+# Posts are paced per channel across every digest this process delivers.
+PACER = ChannelPacer()
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How 5xx and network failures are retried: attempts, first wait, growth, and the sleep."""
+
+    attempts: int = 4
+    first: float = 1.0
+    factor: float = 2.0
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+    def wait(self, attempt: int) -> None:
+        """Sleep before the given retry (1, 2, ...)."""
+        self.sleep(self.first * self.factor ** (attempt - 1))
+
+
+BACKOFF = Backoff()
+HOLDER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -74,17 +120,31 @@ def open_findings(
             select(Decision).where(Decision.finding_id.in_([f.id for f in candidates]))
         )
     }
+    revoked = set(
+        session.scalars(
+            select(Revocation.decision_id).where(
+                Revocation.decision_id.in_([d.id for d in decided.values() if d.kind == "exempt"])
+            )
+        )
+    )
     chosen = []
     for finding in candidates:
         decision = decided.get((finding.id, finding.round))
         if decision is None:
             chosen.append(finding)
-        elif decision.kind == "defer" and decision.defer_until and decision.defer_until <= now:
+        elif _ended(decision, revoked, now):
             if bump:
                 finding.round += 1
-                log.info("deferral ended: finding=%s round=%s", finding.id, finding.round)
+                log.info("decision ended: finding=%s round=%s", finding.id, finding.round)
             chosen.append(finding)
     return chosen
+
+
+def _ended(decision: Decision, revoked: set[int], now: datetime) -> bool:
+    """Say whether a deferral has expired or an exemption was revoked."""
+    if decision.kind == "defer":
+        return decision.defer_until is not None and decision.defer_until <= now
+    return decision.kind == "exempt" and decision.id in revoked
 
 
 def counted(session: Session, team_id: int) -> dict[str, int]:
@@ -116,6 +176,8 @@ def shown_for(finding: Finding) -> dict[str, Any]:
         "principal_kind": principal.kind,
         "arn": principal.arn,
         "account": label,
+        "team": principal.team.name if principal.team else None,
+        "data_state": principal.data_state,
         "kind": finding.kind,
         "service": finding.service,
         "actions": list(finding.actions or []),
@@ -126,42 +188,69 @@ def shown_for(finding: Finding) -> dict[str, Any]:
     }
 
 
-def _head(session: Session, team: Team, offered: int, defer_days: int) -> blocks.DigestHead:
+def _summary(session: Session, team: Team, rows: list[blocks.Row]) -> dict[str, int]:
+    """Return the head's counts, frozen with the digest."""
     counts = counted(session, team.id)
+    principals = len({row.principal for row in rows})
+    return {"offered": len(rows), "principals": principals, **counts}
+
+
+def _head(team: Team, summary: dict[str, int], defer_days: int) -> blocks.DigestHead:
     champions = tuple(c.slack_user_id for c in team.champions)
     return blocks.DigestHead(
-        team.name, offered, counts["unknown"], counts["too_new"], champions, defer_days
+        team.name,
+        summary.get("offered", 0),
+        summary.get("unknown", 0),
+        summary.get("too_new", 0),
+        champions,
+        defer_days,
+        summary.get("principals", 0),
     )
 
 
-def _outcomes(session: Session, items: list[DigestItem]) -> dict[int, blocks.Outcome]:
+def outcomes(session: Session, items: list[DigestItem]) -> dict[int, blocks.Outcome]:
+    """Return the outcome of each decided item, keyed by item id."""
     if not items:
         return {}
     wanted = {(i.finding_id, i.round): i.id for i in items}
-    found = session.scalars(
-        select(Decision).where(Decision.finding_id.in_([i.finding_id for i in items]))
+    found = list(
+        session.scalars(
+            select(Decision).where(Decision.finding_id.in_([i.finding_id for i in items]))
+        )
     )
-    outcomes = {}
+    revoked = set(
+        session.scalars(
+            select(Revocation.decision_id).where(Revocation.decision_id.in_([d.id for d in found]))
+        )
+    )
+    result = {}
     for d in found:
         item_id = wanted.get((d.finding_id, d.round))
         if item_id is not None:
-            outcomes[item_id] = blocks.Outcome(d.kind, d.decided_by, d.decided_at, d.defer_until)
-    return outcomes
+            result[item_id] = blocks.Outcome(
+                d.kind, d.decided_by, d.decided_at, d.defer_until, d.reason, d.id in revoked
+            )
+    return result
 
 
 def render_message(session: Session, message: DigestMessage, defer_days: int) -> blocks.Payload:
     """Render one posted digest message from stored state (decided rows lose their buttons)."""
     digest = message.digest
     parts = len(digest.messages)
-    offered = session.scalar(
-        select(func.count(DigestItem.id))
-        .join(DigestMessage, DigestItem.message_id == DigestMessage.id)
-        .where(DigestMessage.digest_id == digest.id)
-    )
-    head = _head(session, digest.team, int(offered or 0), defer_days)
-    outcomes = _outcomes(session, message.items)
-    rows = [blocks.Row(str(i.id), i.shown, outcomes.get(i.id)) for i in message.items]
-    return blocks.digest_message(head, rows, message.part, parts)
+    summary = digest.summary
+    if summary is None:
+        # Digests planned before heads were frozen: count what they hold now.
+        rows = [blocks.Row(str(i.id), i.shown) for m in digest.messages for i in m.items]
+        summary = _summary(session, digest.team, rows)
+    head = _head(digest.team, summary, defer_days)
+    found = outcomes(session, message.items)
+    rows = [blocks.Row(str(i.id), i.shown, found.get(i.id)) for i in message.items]
+    before = [m for m in digest.messages if m.part == message.part - 1]
+    previous = None
+    if before and before[0].items:
+        last = before[0].items[-1]
+        previous = blocks.Row(str(last.id), last.shown)
+    return blocks.digest_message(head, rows, message.part, parts, previous)
 
 
 def _plan(session: Session, team: Team, period: str, now: datetime) -> Digest:
@@ -172,6 +261,7 @@ def _plan(session: Session, team: Team, period: str, now: datetime) -> Digest:
     session.add(digest)
     session.flush()
     rows = [blocks.Row(str(i), shown_for(f)) for i, f in enumerate(findings)]
+    digest.summary = _summary(session, team, rows)
     for number, page in enumerate(blocks.paginate(rows) if rows else [], start=1):
         message = DigestMessage(digest_id=digest.id, part=number, channel=team.channel)
         session.add(message)
@@ -217,6 +307,31 @@ def _claim(db: Database, team_name: str, period: str, now: datetime) -> tuple[in
             return digest_id, False
 
 
+def _take(db: Database, digest_id: int, holder: str, now: datetime) -> bool:
+    """Claim the right to post a digest; False if another process holds an unexpired claim."""
+    with db.session() as session:
+        taken = session.execute(
+            update(Digest)
+            .where(
+                Digest.id == digest_id,
+                Digest.status.not_in(DONE),
+                or_(Digest.claimed_until.is_(None), Digest.claimed_until <= now),
+            )
+            .values(claimed_by=holder, claimed_until=now + POST_CLAIM)
+        ).rowcount
+    return bool(taken)
+
+
+def _release(db: Database, digest_id: int, holder: str) -> None:
+    """Give up a claim this process holds."""
+    with db.session() as session:
+        session.execute(
+            update(Digest)
+            .where(Digest.id == digest_id, Digest.claimed_by == holder)
+            .values(claimed_until=None)
+        )
+
+
 def deliver_digest(
     settings: Settings,
     db: Database,
@@ -224,12 +339,17 @@ def deliver_digest(
     period: str,
     client: WebClient,
     now: datetime | None = None,
+    *,
+    pacer: ChannelPacer | None = None,
+    backoff: Backoff | None = None,
 ) -> DigestOutcome:
     """Post a team's digest for period once; a repeat call posts nothing more.
 
     The plan (messages and rows) is recorded before posting, and each post carries metadata
-    naming its message row. A call that finds an unfinished plan first asks Slack whether the
-    post already exists, so a crash between posting and recording never doubles a message.
+    naming its message row. Posting needs a claim on the digest row (a conditional update with
+    an expiry), so two processes never post it at once. A call that finds an unfinished plan
+    first asks Slack whether the post already exists, so a crash, a 5xx or a dropped connection
+    between posting and recording never doubles a message.
     """
     now = _now(now)
     digest_id, created = _claim(db, team_name, period, now)
@@ -241,33 +361,79 @@ def deliver_digest(
         if digest.status in DONE:
             outcome.status = digest.status if created else "already"
             return outcome
+    why = install.paused(db, client)
+    if why is not None:
+        log.warning(
+            "digest held, Slack posting paused (%s): team=%s period=%s", why, team_name, period
+        )
+        outcome.status, outcome.error = "failed", why
+        return outcome
+    holder = f"{HOLDER}:{uuid.uuid4().hex[:8]}"
+    if not _take(db, digest_id, holder, now):
+        log.info("digest being posted by another process: team=%s period=%s", team_name, period)
+        outcome.status = "busy"
+        return outcome
+
+    with db.session() as session:
+        digest = session.get_one(Digest, digest_id)
         if not created and all(m.ts for m in digest.messages):
-            digest.status = "posted"
+            digest.status, digest.claimed_until = "posted", None
             outcome.status = "already"
             return outcome
         try:
-            _post_parts(session, digest, client, settings.defer_days, recovering=not created)
-        except SlackApiError as exc:
-            error = str(exc.response.get("error") or exc.response.status_code)
-            digest.status = "failed"
-            digest.error = error
-            log.warning(
-                "digest not delivered, will retry: team=%s period=%s error=%s",
-                team_name,
-                period,
-                error,
+            _post_parts(
+                session,
+                digest,
+                client,
+                settings.defer_days,
+                recovering=not created,
+                pacer=pacer or PACER,
+                backoff=backoff or BACKOFF,
             )
+        except (SlackApiError, OSError) as exc:
+            error = error_code(exc)
+            digest.status, digest.error, digest.claimed_until = "failed", error, None
+            hint = OPERATOR_HINTS.get(error)
+            if hint:
+                log.error(
+                    "digest not delivered: team=%s period=%s channel=%s error=%s: %s; "
+                    "retried later",
+                    team_name,
+                    period,
+                    digest.channel,
+                    error,
+                    hint,
+                )
+            else:
+                log.warning(
+                    "digest not delivered, will retry: team=%s period=%s error=%s",
+                    team_name,
+                    period,
+                    error,
+                )
             outcome.status, outcome.error = "failed", error
             return outcome
+        except Exception:
+            # Still alive: free the claim so the next attempt need not wait for it to lapse.
+            session.rollback()
+            _release(db, digest_id, holder)
+            raise
         digest.status = "posted"
         digest.error = None
+        digest.claimed_until = None
         digest.posted_at = datetime.now(UTC)
     log.info("digest posted: team=%s period=%s messages=%s", team_name, period, outcome.messages)
     return outcome
 
 
 def _post_parts(
-    session: Session, digest: Digest, client: WebClient, defer_days: int, recovering: bool
+    session: Session,
+    digest: Digest,
+    client: WebClient,
+    defer_days: int,
+    recovering: bool,
+    pacer: ChannelPacer,
+    backoff: Backoff,
 ) -> None:
     """Post each unposted message in order, committing its ts as soon as Slack answers."""
     first = digest.messages[0]
@@ -275,14 +441,37 @@ def _post_parts(
         if message.ts:
             continue
         thread_ts = None if message.part == 1 else first.ts
-        key = str(message.id)
-        ts = None
-        if recovering:
-            ts = find_posted(client, message.channel, ids.DIGEST_EVENT, key, thread_ts)
-            if ts:
-                log.info("found an earlier post: digest=%s part=%s", digest.id, message.part)
-        if ts is None:
-            payload = render_message(session, message, defer_days)
+        # Wait for the channel's slot before touching the database: no connection is held
+        # while sleeping, so many digests can wait side by side.
+        pacer.wait(message.channel)
+        payload = render_message(session, message, defer_days)
+        ts = _send(client, message, payload, thread_ts, recovering, pacer, backoff)
+        message.ts = ts
+        message.thread_ts = thread_ts
+        message.posted_at = datetime.now(UTC)
+        session.commit()
+
+
+def _send(
+    client: WebClient,
+    message: DigestMessage,
+    payload: blocks.Payload,
+    thread_ts: str | None,
+    recovering: bool,
+    pacer: ChannelPacer,
+    backoff: Backoff,
+) -> str:
+    """Post one message; before any retry, look for it first so a lost answer never doubles it."""
+    key = str(message.id)
+    for attempt in range(backoff.attempts):
+        try:
+            if attempt or recovering:
+                ts = find_posted(client, message.channel, ids.DIGEST_EVENT, key, thread_ts)
+                if ts:
+                    log.info("found an earlier post: message=%s part=%s", key, message.part)
+                    return ts
+            if attempt:
+                pacer.wait(message.channel)
             response = client.chat_postMessage(
                 channel=message.channel,
                 text=payload.text,
@@ -292,11 +481,19 @@ def _post_parts(
                 unfurl_links=False,
                 unfurl_media=False,
             )
-            ts = str(response["ts"])
-        message.ts = ts
-        message.thread_ts = thread_ts
-        message.posted_at = datetime.now(UTC)
-        session.commit()
+            pacer.posted(message.channel)
+            return str(response["ts"])
+        except (SlackApiError, OSError) as exc:
+            if not transient(exc) or attempt + 1 >= backoff.attempts:
+                raise
+            log.warning(
+                "Slack failed, retrying: message=%s attempt=%s error=%s",
+                key,
+                attempt + 1,
+                error_code(exc),
+            )
+            backoff.wait(attempt + 1)
+    raise AssertionError("unreachable: the last attempt raises")
 
 
 def update_message(settings: Settings, db: Database, client: WebClient, message_id: int) -> None:
@@ -310,7 +507,56 @@ def update_message(settings: Settings, db: Database, client: WebClient, message_
     client.chat_update(channel=channel, ts=ts, text=payload.text, blocks=payload.blocks)
 
 
-def _rows_from_file(path: Path) -> tuple[list[blocks.Row], Counter[str]]:
+def decided_rows(db: Database, decision_ids: list[int]) -> blocks.Payload:
+    """Render just the decided rows, with their outcomes (to replace an ephemeral message)."""
+    with db.session() as session:
+        items = list(
+            session.scalars(
+                select(DigestItem)
+                .join(Decision, Decision.digest_item_id == DigestItem.id)
+                .where(Decision.id.in_(decision_ids))
+                .order_by(DigestItem.id)
+            )
+        )
+        found = outcomes(session, items)
+        rows = [blocks.Row(str(i.id), i.shown, found.get(i.id)) for i in items]
+    body = blocks.rows_blocks(rows)[: blocks.MAX_BLOCKS]
+    return blocks.Payload(
+        text.decided(rows[0].outcome.kind if rows and rows[0].outcome else ""), body
+    )
+
+
+def show_outcome(
+    settings: Settings,
+    db: Database,
+    client: WebClient,
+    results: list[Any],
+    origin: dict[str, Any],
+    respond: Any,
+    revoked: int | None = None,
+) -> None:
+    """Show decisions where they were made: chat.update a posted digest, response_url an ephemeral.
+
+    Buttons vanish because the message is re-rendered from stored state.
+    """
+    message_ids = {r.message_id for r in results}
+    if revoked is not None:
+        found = latest_message(db, revoked)
+        if found is not None:
+            message_ids.add(found)
+    for message_id in sorted(message_ids):
+        update_message(settings, db, client, message_id)
+    url = origin.get("response_url")
+    if url and results:
+        payload = decided_rows(db, [r.decision_id for r in results])
+        body = {"replace_original": True, "text": payload.text, "blocks": payload.blocks}
+        if respond is not None:
+            respond(**body)
+        else:
+            WebhookClient(url).send_dict(body)
+
+
+def _rows_from_file(path: Path, team: str) -> tuple[list[blocks.Row], Counter[str]]:
     """Read findings from a `pare analyze --json` file into digest rows (dry run only)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -330,6 +576,9 @@ def _rows_from_file(path: Path) -> tuple[list[blocks.Row], Counter[str]]:
             "principal_kind": "user" if ":user/" in arn else "role",
             "arn": arn,
             "account": parts[4] if len(parts) > 4 else "",
+            # The file does not say who owns what; the dry run shows it as the named team's.
+            "team": team,
+            "data_state": item.get("data_state") or "complete",
             **{k: item.get(k) for k in ("kind", "service", "actions", "resource_id", "reason")},
             "last_used": item.get("last_used"),
             "source": item.get("source", ""),
@@ -345,7 +594,8 @@ def dry_run_payloads(
     pages = blocks.paginate(rows) if rows else []
     out = []
     for number, page in enumerate(pages, start=1):
-        payload = blocks.digest_message(head, page, number, len(pages))
+        previous = pages[number - 2][-1] if number > 1 else None
+        payload = blocks.digest_message(head, page, number, len(pages), previous)
         body: dict[str, Any] = {"channel": channel, **asdict(payload)}
         if number > 1:
             body["thread_ts"] = "(ts of part 1)"
@@ -363,7 +613,7 @@ def run_digest_command(args: argparse.Namespace) -> int:
     if args.findings is not None:
         if not args.dry_run:
             raise PareError("--findings works with --dry-run only (buttons need stored rows)")
-        rows, statuses = _rows_from_file(args.findings)
+        rows, statuses = _rows_from_file(args.findings, spec.name)
         head = blocks.DigestHead(
             spec.name,
             len(rows),
@@ -371,6 +621,7 @@ def run_digest_command(args: argparse.Namespace) -> int:
             statuses["too_new"],
             spec.champions,
             settings.defer_days,
+            len({row.principal for row in rows}),
         )
         print(json.dumps(dry_run_payloads(head, rows, spec.channel), indent=2))
         return 0
@@ -382,7 +633,7 @@ def run_digest_command(args: argparse.Namespace) -> int:
             team = session.scalars(select(Team).where(Team.name == spec.name)).one()
             findings = open_findings(session, team.id, bump=False)
             rows = [blocks.Row(f"dry-run-{f.id}", shown_for(f)) for f in findings]
-            head = _head(session, team, len(rows), settings.defer_days)
+            head = _head(team, _summary(session, team, rows), settings.defer_days)
             session.rollback()
         print(json.dumps(dry_run_payloads(head, rows, spec.channel), indent=2))
         return 0

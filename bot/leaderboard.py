@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 from slack_sdk import WebClient
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from bot.db import Database
 from bot.errors import ConfigError
 from bot.settings import Settings
 from bot.slack import blocks, ids
-from bot.slack.client import find_posted, make_client, metadata
-from models import Decision, Finding, JobRun, Principal, Team
+from bot.slack.client import make_client
+from bot.slack.posting import post_once
+from models import Decision, Finding, Principal, Team
 
 log = logging.getLogger(__name__)
 
@@ -59,31 +59,17 @@ def post_leaderboard(settings: Settings, db: Database, client: WebClient, period
     channel = settings.teams.leaderboard_channel
     if not channel:
         raise ConfigError(f"{settings.teams_file}: leaderboard_channel is not set")
-    created = True
-    try:
-        with db.session() as session:
-            session.add(JobRun(job=JOB, run_key=period))
-    except IntegrityError:
-        created = False
-    with db.session() as session:
-        run = session.scalars(
-            select(JobRun).where(JobRun.job == JOB, JobRun.run_key == period)
-        ).one()
-        if run.status == "done":
-            return "already"
-        if not created and find_posted(client, channel, ids.LEADERBOARD_EVENT, period):
-            # Posted before a crash kept us from recording it.
-            run.status, run.finished_at = "done", datetime.now(UTC)
-            return "already"
-        payload = blocks.leaderboard(standings(db))
-        client.chat_postMessage(
-            channel=channel,
-            text=payload.text,
-            blocks=payload.blocks,
-            metadata=metadata(ids.LEADERBOARD_EVENT, period),
-            unfurl_links=False,
-        )
-        run.status, run.finished_at = "done", datetime.now(UTC)
+    result = post_once(
+        db,
+        client,
+        JOB,
+        period,
+        channel,
+        ids.LEADERBOARD_EVENT,
+        lambda: blocks.leaderboard(standings(db)),
+    )
+    if result != "posted":
+        return result
     log.info("leaderboard posted: period=%s channel=%s", period, channel)
     return "posted"
 

@@ -15,6 +15,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -35,7 +36,12 @@ Clock = Callable[[], datetime]
 DIGEST = "digest"
 LEADERBOARD = "leaderboard"
 SCAN = "scan"
-JOBS = (SCAN, DIGEST, LEADERBOARD)
+ESCALATION = "escalation"
+JOBS = (SCAN, DIGEST, LEADERBOARD, ESCALATION)
+# Digests of different teams post concurrently, this many at once; each channel is still paced
+# to Slack's one message a second by the digest's own pacer, which waits holding no database
+# connection, so more workers than pooled connections is fine.
+DIGEST_WORKERS = 32
 
 LEASE_NAME = "scheduler"
 # A leader renews every LEASE_TTL / 3, so two missed renewals still keep it; a crashed leader
@@ -47,6 +53,8 @@ SCAN_TICK_SECONDS = 300
 # The scan runs before most teams' working day starts; the leaderboard on Monday mornings.
 SCAN_SCHEDULE = Schedule("UTC", "daily", 5)
 LEADERBOARD_SCHEDULE = Schedule("UTC", "monday", 10)
+# Escalations once a day, after most teams' digests have gone out.
+ESCALATION_SCHEDULE = Schedule("UTC", "daily", 12)
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ class JobPolicy:
 POLICIES = {
     DIGEST: JobPolicy(timedelta(days=7), timedelta(minutes=30), timedelta(minutes=15)),
     LEADERBOARD: JobPolicy(timedelta(days=3), timedelta(minutes=30), timedelta(minutes=15)),
+    ESCALATION: JobPolicy(timedelta(days=1), timedelta(minutes=30), timedelta(minutes=15)),
     # A scan of hundreds of accounts legitimately takes hours.
     SCAN: JobPolicy(timedelta(days=1), timedelta(hours=6), timedelta(hours=1)),
 }
@@ -292,6 +301,7 @@ def _due_jobs(
     deliver_digest: Callable[..., Any],
     post_leaderboard: Callable[..., Any],
     run_scan: Callable[..., Any],
+    escalate: Callable[..., Any] | None,
     client: Any,
 ) -> list[_Due]:
     wanted = set(only)
@@ -327,12 +337,24 @@ def _due_jobs(
             period = leaderboard_period(occurrence)
             call = partial(post_leaderboard, settings, db, client, period)
             due.append(_Due(LEADERBOARD, period, occurrence, call))
+
+    if ESCALATION in wanted and escalate is not None and _escalation_on(settings):
+        occurrence = last_due(ESCALATION_SCHEDULE, now, now - POLICIES[ESCALATION].catch_up)
+        if occurrence is not None:
+            call = partial(escalate, settings, db, client, occurrence.period)
+            due.append(_Due(ESCALATION, occurrence.period, occurrence, call))
     return due
 
 
+def _escalation_on(settings: Any) -> bool:
+    teams = getattr(settings, "teams", None)
+    return getattr(teams, "escalation", None) is not None
+
+
 def _outcome(job: str, result: Any) -> str:
-    # Delivery reports a Slack refusal in its result rather than raising; it is retried later.
-    if getattr(result, "status", None) == "failed":
+    # Delivery reports a Slack refusal in its result rather than raising; it is retried later,
+    # as is a digest another process was still posting ("busy").
+    if getattr(result, "status", None) in ("failed", "busy"):
         return "failed"
     # A scan that could not read some accounts still recorded the rest; retrying the whole scan
     # every hour would not help, so it counts as partial, not failed.
@@ -349,10 +371,12 @@ def run_due(
     deliver_digest: Callable[..., Any],
     post_leaderboard: Callable[..., Any],
     run_scan: Callable[..., Any],
+    escalate: Callable[..., Any] | None = None,
     client: Any = None,
     lease: Lease | None = None,
     only: Iterable[str] = JOBS,
     clock: Clock | None = None,
+    workers: int = DIGEST_WORKERS,
 ) -> list[Ran]:
     """Run every job that is due at `now` and not yet done; return what ran."""
     # With a lease, each claim is fenced: a process that lost leadership starts nothing more.
@@ -367,9 +391,11 @@ def run_due(
         deliver_digest=deliver_digest,
         post_leaderboard=post_leaderboard,
         run_scan=run_scan,
+        escalate=escalate,
         client=client,
     )
     ran: list[Ran] = []
+    digests: list[tuple[_Due, Claim]] = []
     for job in jobs:
         try:
             claim = claim_run(db, job.job, job.key, tell(), lease=lease)
@@ -378,26 +404,39 @@ def run_due(
             break
         if claim is None:
             continue
-        late = now - job.occurrence.at
-        if late > timedelta(minutes=5):
-            log.info("catching up job=%s key=%s late_by=%s", job.job, job.key, late)
-        log.info("job started: job=%s key=%s", job.job, job.key)
-        try:
-            result = job.call()
-            status = _outcome(job.job, result)
-            error = str(getattr(result, "error", "") or "") if status == "failed" else None
-        except Exception as exc:  # one team's failure must not stop the others
-            log.exception("job failed: job=%s key=%s", job.job, job.key)
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
-        finish_run(db, claim, status, tell(), error or "")
-        log.info("job finished: job=%s key=%s status=%s", job.job, job.key, status)
-        ran.append(Ran(job.job, job.key, status, error))
+        if job.job == DIGEST:
+            digests.append((job, claim))
+        else:
+            ran.append(_execute(db, job, claim, now, tell))
+    if digests:
+        # Claimed in order above (fenced, cheap); delivered side by side, a bounded few at once.
+        with ThreadPoolExecutor(max(1, min(workers, len(digests))), "pare-digest") as pool:
+            ran.extend(pool.map(lambda pair: _execute(db, *pair, now, tell), digests))
     return ran
+
+
+def _execute(db: Database, job: _Due, claim: Claim, now: datetime, tell: Clock) -> Ran:
+    """Run one claimed job and record how it ended; one job's failure never stops the rest."""
+    late = now - job.occurrence.at
+    if late > timedelta(minutes=5):
+        log.info("catching up job=%s key=%s late_by=%s", job.job, job.key, late)
+    log.info("job started: job=%s key=%s", job.job, job.key)
+    try:
+        result = job.call()
+        status = _outcome(job.job, result)
+        error = str(getattr(result, "error", "") or "") if status == "failed" else None
+    except Exception as exc:  # one team's failure must not stop the others
+        log.exception("job failed: job=%s key=%s", job.job, job.key)
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+    finish_run(db, claim, status, tell(), error or "")
+    log.info("job finished: job=%s key=%s status=%s", job.job, job.key, status)
+    return Ran(job.job, job.key, status, error)
 
 
 def _real_jobs() -> dict[str, Callable[..., Any]]:
     # Imported here: these modules pull in boto3 and Slack, which the scheduler's tests avoid.
     from bot.digest import deliver_digest
+    from bot.escalation import escalate
     from bot.leaderboard import post_leaderboard
     from bot.scan import run_scan
 
@@ -405,6 +444,7 @@ def _real_jobs() -> dict[str, Callable[..., Any]]:
         "deliver_digest": deliver_digest,
         "post_leaderboard": post_leaderboard,
         "run_scan": run_scan,
+        "escalate": escalate,
     }
 
 
@@ -543,7 +583,7 @@ def start_background(
     scheduler.add_job(
         service.tick,
         IntervalTrigger(seconds=TICK_SECONDS, timezone=UTC),
-        args=[(DIGEST, LEADERBOARD)],
+        args=[(DIGEST, LEADERBOARD, ESCALATION)],
         id="pare-tick",
         next_run_time=first + timedelta(seconds=1),
     )

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 
+from slack_sdk import WebClient
 from sqlalchemy import func, select
 
 from bot.db import Database
 from bot.digest import open_findings
 from bot.slack import text
-from bot.slack.blocks import Payload, answer
+from bot.slack.blocks import HomeExemption, HomeTeam, Payload, answer, home_view
 from bot.slack.escape import escape
-from models import Champion, Decision, Finding, Principal, Team
+from models import Champion, Decision, Finding, Principal, Revocation, Team
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +106,51 @@ def role_answer(db: Database, name: str) -> Payload:
         if len(principals) > MAX_PRINCIPALS:
             lines.append(text.role_more(len(principals) - MAX_PRINCIPALS))
     return answer(lines or [text.role_none(escape(name))], "Pare role")
+
+
+def home_data(
+    db: Database, user_id: str, admins: tuple[str, ...] = ()
+) -> tuple[list[HomeTeam], list[HomeExemption]]:
+    """Return the user's teams with open counts, and the standing exemptions on them."""
+    with db.sessions() as session:
+        query = select(Team).where(Team.active.is_(True)).order_by(Team.name)
+        if user_id not in admins:
+            query = query.join(Champion, Champion.team_id == Team.id).where(
+                Champion.slack_user_id == user_id
+            )
+        teams = session.scalars(query).all()
+        home_teams = [
+            HomeTeam(t.name, t.channel, len(open_findings(session, t.id, bump=False)))
+            for t in teams
+        ]
+        names = {t.id: t.name for t in teams}
+        revoked = select(Revocation.decision_id)
+        rows = session.execute(
+            select(Decision, Principal.team_id)
+            .join(Finding, Decision.finding_id == Finding.id)
+            .join(Principal, Finding.principal_id == Principal.id)
+            .where(
+                Decision.kind == "exempt",
+                Decision.round == Finding.round,
+                Finding.closed_at.is_(None),
+                Principal.team_id.in_(list(names)),
+                Decision.id.not_in(revoked),
+            )
+            .order_by(Decision.decided_at.desc())
+        ).all()
+        exemptions = [
+            HomeExemption(
+                d.id, names[team_id], dict(d.frozen), d.decided_by, d.decided_at, d.reason or ""
+            )
+            for d, team_id in rows
+        ]
+        # open_findings(bump=False) writes nothing; roll back to be sure the Home is read-only.
+        session.rollback()
+    return home_teams, exemptions
+
+
+def publish_home(db: Database, client: WebClient, user_id: str, admins: tuple[str, ...]) -> None:
+    """Publish the user's App Home tab."""
+    teams, exemptions = home_data(db, user_id, admins)
+    client.views_publish(user_id=user_id, view=home_view(teams, exemptions))
+    log.info("home published: user=%s teams=%s exemptions=%s", user_id, len(teams), len(exemptions))

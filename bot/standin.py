@@ -54,6 +54,8 @@ class _Fault:
     status: int
     error: str
     retry_after: int | None = None
+    # Do the work, then answer with the error: Slack posted but the answer was lost.
+    after: bool = False
 
 
 @dataclass
@@ -66,9 +68,18 @@ class _ResponseUrl:
 class SlackStandIn:
     """A Slack Web API stand-in; start() serves it, url is its base for WebClient."""
 
-    def __init__(self, token: str = DEFAULT_TOKEN, per_channel_limit: bool = False):
+    def __init__(
+        self,
+        token: str = DEFAULT_TOKEN,
+        per_channel_limit: bool = False,
+        channel_interval: float = CHANNEL_INTERVAL_SECONDS,
+    ):
         self.token = token
         self.per_channel_limit = per_channel_limit
+        self.channel_interval = channel_interval
+        # Modals opened and App Home views published, in order.
+        self.views: list[dict[str, Any]] = []
+        self.homes: dict[str, dict[str, Any]] = {}
         self.calls: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.channels: dict[str, list[Message]] = {}
         self.channel_names: dict[str, str] = {}
@@ -129,9 +140,19 @@ class SlackStandIn:
         """Name a channel (any channel id is accepted even without this)."""
         self.channel_names[channel_id] = name
 
-    def fail(self, method: str, times: int = 1, status: int = 200, error: str = "fatal_error"):
-        """Answer the next `times` calls of method with an error (ok false, or an HTTP status)."""
-        self._faults[method].append(_Fault(times, status, error))
+    def fail(
+        self,
+        method: str,
+        times: int = 1,
+        status: int = 200,
+        error: str = "fatal_error",
+        after: bool = False,
+    ) -> None:
+        """Answer the next `times` calls of method with an error (ok false, or an HTTP status).
+
+        With after=True the call takes effect first, as when Slack posts and then fails.
+        """
+        self._faults[method].append(_Fault(times, status, error, after=after))
 
     def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         """Answer the next `times` calls of method with 429 and Retry-After."""
@@ -188,7 +209,7 @@ class SlackStandIn:
         with self._lock:
             self.calls[method].append(args)
             fault = self._take_fault(method)
-            if fault is not None:
+            if fault is not None and not fault.after:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
                 return fault.status, headers, {"ok": False, "error": fault.error}
             if auth != f"Bearer {self.token}":
@@ -196,7 +217,10 @@ class SlackStandIn:
             handler = getattr(self, "_api_" + method.replace(".", "_"), None)
             if handler is None:
                 return 200, {}, {"ok": False, "error": "unknown_method"}
-            return handler(args)
+            answer = handler(args)
+            if fault is not None:
+                return fault.status, {}, {"ok": False, "error": fault.error}
+            return answer
 
     def _take_fault(self, method: str) -> _Fault | None:
         queue = self._faults.get(method)
@@ -219,7 +243,7 @@ class SlackStandIn:
         if self.per_channel_limit:
             now = time.monotonic()
             last = self._last_post.get(channel)
-            if last is not None and now - last < CHANNEL_INTERVAL_SECONDS:
+            if last is not None and now - last < self.channel_interval:
                 return 429, {"Retry-After": "1"}, {"ok": False, "error": "ratelimited"}
             self._last_post[channel] = now
         message = Message(
@@ -274,6 +298,18 @@ class SlackStandIn:
         view = _as_dict(args.get("view")) or {}
         if not args.get("trigger_id"):
             return 200, {}, {"ok": False, "error": "invalid_trigger_id"}
+        opened = {"id": f"V{next(self._clock)}", **view}
+        self.views.append(opened)
+        return 200, {}, {"ok": True, "view": opened}
+
+    def _api_views_publish(self, args: dict[str, Any]):
+        view = _as_dict(args.get("view")) or {}
+        user = str(args.get("user_id") or "")
+        if not user:
+            return 200, {}, {"ok": False, "error": "invalid_arguments"}
+        if len(view.get("blocks") or []) > 100:
+            return 200, {}, {"ok": False, "error": "invalid_blocks"}
+        self.homes[user] = view
         return 200, {}, {"ok": True, "view": {"id": f"V{next(self._clock)}", **view}}
 
     def _api_users_info(self, args: dict[str, Any]):
@@ -350,6 +386,9 @@ def _block_lines(block: dict[str, Any]) -> list[str]:
     if kind in ("section", "header"):
         lines = [str(block.get("text", {}).get("text", ""))]
         lines += [str(f.get("text", "")) for f in block.get("fields", [])]
+        accessory = block.get("accessory") or {}
+        if accessory.get("type") == "button":
+            lines.append(f"[{accessory.get('text', {}).get('text', '?')}]")
         return lines
     if kind == "context":
         return ["  ".join(str(e.get("text", "")) for e in block.get("elements", []))]
@@ -496,6 +535,35 @@ def click_payload(
                 "action_ts": f"{time.time():.6f}",
             }
         ],
+    }
+
+
+def submission_payload(user: str, view: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Build a view_submission payload for an opened modal, shaped like Slack's.
+
+    values maps block id to (action id, value); a select's value becomes its selected option.
+    """
+    state: dict[str, Any] = {}
+    for block in view.get("blocks", []):
+        block_id = block.get("block_id")
+        if block.get("type") != "input" or block_id not in values:
+            continue
+        action_id, value = values[block_id]
+        element = block["element"]
+        if element["type"] == "static_select":
+            option = next(o for o in element["options"] if o["value"] == str(value))
+            state[block_id] = {action_id: {"type": "static_select", "selected_option": option}}
+        else:
+            state[block_id] = {action_id: {"type": element["type"], "value": value}}
+    return {
+        "type": "view_submission",
+        "team": {"id": "T0STANDIN", "domain": "standin"},
+        "user": {"id": user, "username": user.lower(), "team_id": "T0STANDIN"},
+        "api_app_id": "A0PARE",
+        "token": "unused-verification-token",
+        "trigger_id": f"{int(time.time())}.standin.trigger",
+        "view": {**view, "state": {"values": state}, "hash": f"{time.time():.6f}"},
+        "response_urls": [],
     }
 
 

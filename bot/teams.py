@@ -22,6 +22,13 @@ ACCOUNT_ID = re.compile(r"^\d{12}$")
 Source = Literal["cloudtrail", "access_advisor", "access_analyzer", "last_used"]
 
 
+def channel_id(value: str) -> str:
+    """Return value if it is a Slack channel id, else raise a ValueError naming it."""
+    if not SLACK_CHANNEL_ID.match(value):
+        raise ValueError(f"{value!r} is not a Slack channel id (like C0123ABCD)")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,6 +67,8 @@ class Account(_Strict):
     def _trail_needs_bucket(self) -> Account:
         if "cloudtrail" in self.sources and self.cloudtrail is None:
             raise ValueError("sources lists cloudtrail but no cloudtrail bucket is given")
+        if self.role_arn and f":{self.id}:" not in self.role_arn:
+            raise ValueError(f"role_arn {self.role_arn!r} is not a role in account {self.id}")
         return self
 
     @property
@@ -154,9 +163,7 @@ class Team(_Strict):
     @field_validator("channel")
     @classmethod
     def _channel(cls, value: str) -> str:
-        if not SLACK_CHANNEL_ID.match(value):
-            raise ValueError(f"{value!r} is not a Slack channel id (like C0123ABCD)")
-        return value
+        return channel_id(value)
 
     @field_validator("champions")
     @classmethod
@@ -194,6 +201,18 @@ class Exclusions(_Strict):
     exempt_tag: str = "pare:exempt"
 
 
+class Escalation(_Strict):
+    """Where teams are escalated when findings wait too long or champions have left."""
+
+    channel: str
+    after_days: int = Field(default=14, ge=1, le=365)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        return channel_id(value)
+
+
 class TeamsConfig(_Strict):
     """The whole teams file."""
 
@@ -203,10 +222,28 @@ class TeamsConfig(_Strict):
     admins: tuple[str, ...] = ()
     fallback_team: str | None = None
     leaderboard_channel: str | None = None
+    escalation: Escalation | None = None
     exclusions: Exclusions = Field(default_factory=Exclusions)
+
+    @field_validator("admins")
+    @classmethod
+    def _admins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for user in value:
+            if not SLACK_USER_ID.match(user):
+                raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
+        return value
+
+    @field_validator("leaderboard_channel")
+    @classmethod
+    def _leaderboard_channel(cls, value: str | None) -> str | None:
+        if value is not None and not SLACK_CHANNEL_ID.match(value):
+            raise ValueError(f"{value!r} is not a Slack channel id (like C0123ABCD)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> TeamsConfig:
+        if not self.teams:
+            raise ValueError("lists no teams; add at least one under 'teams'")
         names = [t.name for t in self.teams]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -271,11 +308,32 @@ def parse_teams(text: str, source: str, fmt: str) -> TeamsConfig:
     try:
         return TeamsConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = _field_path(first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {field}: {message}{more}") from None
+        problems = [
+            f"{_field_path(e['loc'])}: {_plain(e['type'], e['msg'])}" for e in exc.errors()[:5]
+        ]
+        more = f"\n  (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+        if len(problems) == 1:
+            raise ConfigError(f"{source}: {problems[0]}") from None
+        listed = "".join(f"\n  {p}" for p in problems)
+        raise ConfigError(f"{source}: {exc.error_count()} problems:{listed}{more}") from None
+
+
+# Pydantic's wording, said the way an operator editing the file would put it.
+PLAIN = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known setting (check the spelling)",
+    "too_short": "must list at least one",
+    "tuple_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "string_type": "must be text",
+    "int_parsing": "must be a whole number",
+    "bool_parsing": "must be true or false",
+    "literal_error": None,
+}
+
+
+def _plain(kind: str, message: str) -> str:
+    return PLAIN.get(kind) or message.removeprefix("Value error, ")
 
 
 def load_teams(path: Path) -> TeamsConfig:

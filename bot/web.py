@@ -115,13 +115,13 @@ class RunningServer:
     stop: Callable[[], None]
 
 
-def serve_in_thread(wsgi: WsgiApp, port: int = 0) -> RunningServer:
+def serve_in_thread(wsgi: WsgiApp, port: int = 0, threads: int = 8) -> RunningServer:
     """Serve a WSGI app with waitress on 127.0.0.1 in a thread (tests and the demo)."""
     from waitress import wasyncore
     from waitress.server import create_server
 
     sockets: dict[int, Any] = {}
-    server = create_server(wsgi, map=sockets, host="127.0.0.1", port=port, threads=8)
+    server = create_server(wsgi, map=sockets, host="127.0.0.1", port=port, threads=threads)
     stopping = threading.Event()
 
     def run() -> None:

@@ -1,4 +1,4 @@
-"""Events: the app being uninstalled or its tokens revoked."""
+"""Events: the App Home being opened, the app being uninstalled or its tokens revoked."""
 
 from __future__ import annotations
 
@@ -6,28 +6,44 @@ import logging
 from typing import Any
 
 from slack_bolt import App
+from slack_sdk import WebClient
 
+from bot.selfservice import publish_home
+from bot.slack import install
 from bot.slack.app import AppContext
 
 log = logging.getLogger(__name__)
 
 
 def register(app: App, ctx: AppContext) -> None:
-    """Register the lifecycle events."""
+    """Register the events Pare listens to."""
+
+    @app.event("app_home_opened")
+    def on_home(event: dict[str, Any], client: WebClient) -> None:
+        # Slack also sends this for the Messages tab; only the Home tab needs a view.
+        if event.get("tab", "home") != "home":
+            return
+        publish_home(ctx.db, client, event["user"], ctx.settings.teams.admins)
 
     @app.event("app_uninstalled")
     def on_uninstalled(body: dict[str, Any]) -> None:
-        # Every later post fails with account_inactive or invalid_auth; say why once, loudly.
+        # Posting stops until a working token shows the app was reinstalled.
+        workspace = str(body.get("team_id") or "?")
+        install.record(ctx.db, workspace, install.UNINSTALLED)
         log.error(
-            "Slack workspace %s uninstalled Pare; digests fail until it is reinstalled",
-            body.get("team_id"),
+            "Slack workspace %s uninstalled Pare; posting paused until it is reinstalled",
+            workspace,
         )
 
     @app.event("tokens_revoked")
     def on_tokens_revoked(body: dict[str, Any], event: dict[str, Any]) -> None:
         tokens = event.get("tokens") or {}
+        workspace = str(body.get("team_id") or "?")
+        if tokens.get("bot"):
+            install.record(ctx.db, workspace, install.TOKENS_REVOKED)
         log.error(
-            "Slack workspace %s revoked Pare's tokens (bot users: %s); set a new SLACK_BOT_TOKEN",
-            body.get("team_id"),
+            "Slack workspace %s revoked Pare's tokens (bot users: %s); posting paused until "
+            "a new SLACK_BOT_TOKEN works",
+            workspace,
             ",".join(tokens.get("bot") or []) or "-",
         )

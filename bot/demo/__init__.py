@@ -80,6 +80,13 @@ def _section_text(message: Any, value: str) -> str:
     return ""
 
 
+# What the demo champion types into the Defer modal: 30 days, and why.
+DEMO_DEFER = {
+    "period": ("period_days", 30),
+    "reason": ("reason_text", "Quarterly batch job; look again next quarter"),
+}
+
+
 class _Clicker:
     """Clicks buttons the way Slack does: a signed block_actions POST to Pare's endpoint."""
 
@@ -95,6 +102,13 @@ class _Clicker:
         payload = click_payload(
             user, channel, message.ts, button["action_id"], button["value"], response_url
         )
+        status, _ = send_signed(self.endpoint, self.secret, form_body(payload))
+        return status
+
+    def submit(self, user: str, view: dict[str, Any], values: dict[str, Any]) -> int:
+        from bot.standin import form_body, send_signed, submission_payload
+
+        payload = submission_payload(user, view, values)
         status, _ = send_signed(self.endpoint, self.secret, form_body(payload))
         return status
 
@@ -204,7 +218,7 @@ def _run(workdir: Path, now: datetime, keep_going: bool) -> int:
         payments = org.CHANNELS["payments"]
         message = _first_with_buttons(standin, payments)
         if message is not None:
-            approve = next(b for b in _buttons(message) if "approve" in b["action_id"])
+            approve = next(b for b in _buttons(message) if b["action_id"] == "pare.approve")
             updates = standin.count("chat.update")
             status = clicker.click(org.CHAMPIONS["payments"][0], payments, message, approve)
             decisions += 1
@@ -216,6 +230,9 @@ def _run(workdir: Path, now: datetime, keep_going: bool) -> int:
             if message is not None:
                 defer = next(b for b in _buttons(message) if "defer" in b["action_id"])
                 status = clicker.click(org.CHAMPIONS["payments"][0], payments, message, defer)
+                # Defer opens a modal asking for the period and a reason; submit it.
+                _wait_for(lambda: standin.views)
+                clicker.submit(org.CHAMPIONS["payments"][0], standin.views[-1], DEMO_DEFER)
                 decisions += 1
                 _wait_for(lambda: count_decisions() >= decisions)
                 _say(f"payments champion clicked Defer (HTTP {status})")
@@ -223,7 +240,7 @@ def _run(workdir: Path, now: datetime, keep_going: bool) -> int:
         data = org.CHANNELS["data"]
         message = _first_with_buttons(standin, data)
         if message is not None:
-            approve = next(b for b in _buttons(message) if "approve" in b["action_id"])
+            approve = next(b for b in _buttons(message) if b["action_id"] == "pare.approve")
             before = standin.count("chat.postEphemeral") + standin.count("response_url")
             status = clicker.click(org.BYSTANDER, data, message, approve)
             _wait_for(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,8 @@ from bot.slack.blocks import Payload
 from bot.slack.client import make_client
 
 log = logging.getLogger(__name__)
+
+LISTENER_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,21 @@ def routing_keys(body: dict[str, Any]) -> str:
     return f"type={kind} user={user} action={action or '-'} event={event or '-'}"
 
 
+def origin(body: dict[str, Any]) -> dict[str, Any]:
+    """Return where a modal was opened from, as kept in its private_metadata (our own JSON)."""
+    raw = (body.get("view") or {}).get("private_metadata") or ""
+    try:
+        found = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def where(body: dict[str, Any]) -> tuple[str | None, str | None]:
-    """Return the channel and user an interaction came from."""
+    """Return the channel and user an interaction came from (for a modal, where it opened)."""
     channel = body.get("channel_id") or (body.get("channel") or {}).get("id")
     channel = channel or (body.get("container") or {}).get("channel_id")
+    channel = channel or origin(body).get("channel")
     user = body.get("user_id") or (body.get("user") or {}).get("id")
     return channel, user
 
@@ -65,6 +81,9 @@ def tell(client: WebClient, body: dict[str, Any], respond: Any, payload: Payload
             response_type="ephemeral",
             replace_original=False,
         )
+    elif user and not channel:
+        # A click in the App Home has no channel; the app's own DM with the user is the place.
+        client.chat_postMessage(channel=user, text=payload.text, blocks=payload.blocks)
     else:
         log.warning("nowhere to answer: %s", routing_keys(body))
 
@@ -80,7 +99,15 @@ def explain_error(error: Exception, body: dict[str, Any], client: WebClient, res
         lines = [text.error_known(str(error))]
     else:
         reference = uuid.uuid4().hex[:10]
-        log.error("unexpected error ref=%s %s", reference, routing_keys(body), exc_info=error)
+        # The frames, not the message: an exception's text can quote the payload it choked on.
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        log.error(
+            "unexpected error ref=%s %s: %s\n%s",
+            reference,
+            routing_keys(body),
+            type(error).__name__,
+            frames,
+        )
         lines = [text.error_unknown(reference)]
     try:
         tell(client, body, respond, answer(lines, lines[0]))
@@ -105,7 +132,14 @@ def build_app(
         process_before_response=process_before_response,
         # Bolt's own request logging includes bodies; our error handler logs ids instead.
         raise_error_for_unhandled_request=False,
+        # A listener acks only once a worker runs it; Bolt's default ten workers made clicks
+        # queue behind earlier decisions' slow work, so the ack waited too.
+        listener_executor=ThreadPoolExecutor(LISTENER_WORKERS, "pare-listener"),
     )
+
+    # Bolt logs a refused request's whole body at INFO (its logger takes the root's level when
+    # the app is built, so this comes after); bot.web logs the refusal by ids instead.
+    logging.getLogger("slack_bolt.RequestVerification").setLevel(logging.WARNING)
 
     @app.error
     def _on_error(error: Exception, body: dict[str, Any], client: WebClient, respond: Any):

@@ -41,6 +41,8 @@ class Outcome:
     user: str
     at: datetime
     until: datetime | None = None
+    reason: str | None = None
+    revoked: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ class Row:
     item_id: str
     shown: dict[str, Any]
     outcome: Outcome | None = None
+
+    @property
+    def principal(self) -> str:
+        """Return the key that groups rows by principal (its ARN, else its name and account)."""
+        shown = self.shown
+        return str(shown.get("arn") or f"{shown.get('account')}/{shown.get('principal')}")
 
 
 @dataclass
@@ -74,12 +82,15 @@ class DigestHead:
     too_new: int
     champions: tuple[str, ...]
     defer_days: int
+    principals: int = 0
 
 
-def _section(mrkdwn: str, block_id: str | None = None) -> Block:
+def _section(mrkdwn: str, block_id: str | None = None, accessory: Block | None = None) -> Block:
     block: Block = {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn[:MAX_SECTION]}}
     if block_id:
         block["block_id"] = block_id[:MAX_ID]
+    if accessory:
+        block["accessory"] = accessory
     return block
 
 
@@ -88,7 +99,11 @@ def _context(mrkdwn: str) -> Block:
 
 
 def _header(plain: str) -> Block:
-    return {"type": "header", "text": {"type": "plain_text", "text": clip(plain, MAX_HEADER)}}
+    # Callers may pass escaped text; cutting must not leave half an entity such as "&am".
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": clip_escaped(plain, MAX_HEADER)},
+    }
 
 
 def _button(label: str, action_id: str, value: str, style: str | None = None) -> Block:
@@ -119,31 +134,40 @@ def _actions_text(actions: list[str], room: int) -> str:
     return ", ".join(shown)
 
 
-def row_text(shown: dict[str, Any]) -> str:
-    """Return a row's mrkdwn, escaped and within ROW_TEXT_LIMIT."""
-    title = text.row_title(
-        str(shown.get("kind", "")),
+def principal_text(rows: list[Row], continued: bool = False) -> str:
+    """Return a principal's heading, escaped and within ROW_TEXT_LIMIT."""
+    shown = rows[0].shown
+    sources = sorted({escape(r.shown.get("source") or "") for r in rows} - {""})
+    heading = text.principal_heading(
         escape(shown.get("principal", "")),
         escape(shown.get("principal_kind", "")),
         escape(shown.get("account", "")),
+        escape(shown["team"]) if shown.get("team") else None,
+        escape(shown.get("data_state") or "complete"),
+        sources,
+        continued,
     )
+    return clip_escaped(heading, ROW_TEXT_LIMIT)
+
+
+def row_text(shown: dict[str, Any]) -> str:
+    """Return a row's mrkdwn (what is unused, when last used, why), escaped and bounded."""
+    kind = str(shown.get("kind", ""))
     actions = [str(a) for a in shown.get("actions") or []]
     what = text.row_what(
-        str(shown.get("kind", "")),
-        escape(shown.get("service")),
-        actions,
-        escape(shown.get("resource_id")),
+        kind, escape(shown.get("service")), actions, escape(shown.get("resource_id"))
     )
+    head = f"{text.row_title(kind)}: {what}"
     evidence = text.row_evidence(
         escape(shown.get("last_used") or "") or None, escape(shown.get("source", ""))
     )
     reason = escape(shown.get("reason") or "")
-    fixed = f"{title}\n{what}\n{evidence}"
+    tail = f"\n{evidence}" + (f"\n{text.row_why(reason)}" if reason else "")
     if actions:
-        room = ROW_TEXT_LIMIT - len(fixed) - 1
-        fixed = f"{title}\n{what}{_actions_text(actions, room)}\n{evidence}"
-    body = fixed + (f"\n_{reason}_" if reason else "")
-    return clip_escaped(body, ROW_TEXT_LIMIT)
+        # The actions get what room the rest leaves; the reason is cut last, and never the head.
+        room = ROW_TEXT_LIMIT - len(head) - min(len(tail), ROW_TEXT_LIMIT // 3)
+        head += _actions_text(actions, max(room, 40))
+    return clip_escaped(head + tail, ROW_TEXT_LIMIT)
 
 
 def row_blocks(row: Row) -> list[Block]:
@@ -157,12 +181,51 @@ def row_blocks(row: Row) -> list[Block]:
                 "elements": [
                     _button(text.APPROVE_BUTTON, ids.APPROVE, row.item_id, "primary"),
                     _button(text.DEFER_BUTTON, ids.DEFER, row.item_id),
+                    _button(text.EXEMPT_BUTTON, ids.EXEMPT, row.item_id),
                 ],
             }
         )
     else:
         o = row.outcome
-        blocks.append(_context(text.outcome(o.kind, o.user, o.at, o.until)))
+        reason = escape(clip(o.reason, 300)) if o.reason else None
+        blocks.append(_context(text.outcome(o.kind, o.user, o.at, o.until, reason, o.revoked)))
+    return blocks
+
+
+def group_blocks(rows: list[Row], continued: bool = False) -> list[Block]:
+    """Return one principal's blocks: its heading (with approve-all), then its rows."""
+    undecided = [r for r in rows if r.outcome is None]
+    accessory = None
+    if len(undecided) > 1:
+        # The value is one of the principal's own row ids; the handler finds the rest.
+        label = text.approve_all_button(len(undecided))
+        accessory = _button(label, ids.APPROVE_ALL, undecided[0].item_id)
+    heading = _section(
+        principal_text(rows, continued), ids.principal_block(rows[0].item_id), accessory
+    )
+    blocks = [heading]
+    for row in rows:
+        blocks.extend(row_blocks(row))
+    return blocks
+
+
+def _groups(rows: list[Row]) -> list[list[Row]]:
+    """Split rows into runs of the same principal, keeping their order."""
+    groups: list[list[Row]] = []
+    for row in rows:
+        if groups and groups[-1][0].principal == row.principal:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def rows_blocks(rows: list[Row], previous: Row | None = None) -> list[Block]:
+    """Return a page's row blocks grouped by principal; previous is the last row before it."""
+    blocks: list[Block] = []
+    for index, group in enumerate(_groups(rows)):
+        continued = index == 0 and previous is not None and previous.principal == group[0].principal
+        blocks.extend(group_blocks(group, continued))
     return blocks
 
 
@@ -170,7 +233,7 @@ def head_blocks(head: DigestHead, parts: int) -> list[Block]:
     """Return the blocks above the rows of a digest's first message."""
     blocks = [
         _header(text.digest_header(head.team)),
-        _section(text.digest_summary(head.offered, head.unknown, head.too_new)),
+        _section(text.digest_summary(head.offered, head.principals, head.unknown, head.too_new)),
         _context(text.digest_howto(list(head.champions), head.defer_days)),
     ]
     if parts > 1:
@@ -186,25 +249,32 @@ def part_blocks(team: str, part: int, parts: int) -> list[Block]:
 HEAD_RESERVE = 4
 
 
+def _fits(page: list[Row], previous: Row | None) -> bool:
+    blocks = rows_blocks(page, previous)
+    size = len(json.dumps(blocks, ensure_ascii=False))
+    return (
+        len(page) <= ROWS_PER_MESSAGE
+        and len(blocks) + HEAD_RESERVE <= MAX_BLOCKS
+        and size <= MESSAGE_BUDGET
+    )
+
+
 def paginate(rows: list[Row]) -> list[list[Row]]:
-    """Split rows into pages that each fit one small message (first page leaves head room)."""
+    """Split rows into pages that each fit one small message (every page leaves head room)."""
     pages: list[list[Row]] = [[]]
-    size = 0
+    previous: Row | None = None
     for row in rows:
-        row_size = len(json.dumps(row_blocks(row), ensure_ascii=False))
         page = pages[-1]
-        full_blocks = 2 * (len(page) + 1) + HEAD_RESERVE > MAX_BLOCKS
-        if page and (
-            len(page) >= ROWS_PER_MESSAGE or size + row_size > MESSAGE_BUDGET or full_blocks
-        ):
+        if page and not _fits([*page, row], previous):
+            previous = page[-1]
             pages.append([])
-            size = 0
         pages[-1].append(row)
-        size += row_size
     return pages
 
 
-def digest_message(head: DigestHead, rows: list[Row], part: int, parts: int) -> Payload:
+def digest_message(
+    head: DigestHead, rows: list[Row], part: int, parts: int, previous: Row | None = None
+) -> Payload:
     """Return one message of a digest: part 1 carries the head, later parts a label."""
     team = escape(head.team)
     if part == 1:
@@ -213,8 +283,7 @@ def digest_message(head: DigestHead, rows: list[Row], part: int, parts: int) -> 
     else:
         blocks = part_blocks(head.team, part, parts)
         fallback = text.digest_part_fallback(team, part, parts)
-    for row in rows:
-        blocks.extend(row_blocks(row))
+    blocks.extend(rows_blocks(rows, previous))
     if len(blocks) > MAX_BLOCKS:
         raise ValueError("a digest page has more blocks than Slack allows; paginate() first")
     return Payload(clip(fallback, MAX_FALLBACK), blocks)
@@ -268,3 +337,143 @@ def answer(lines: list[str], fallback: str) -> Payload:
     """Return an ephemeral answer (help, status, role, refusal) built from mrkdwn lines."""
     sections = [_section(chunk) for chunk in _chunks(lines)]
     return Payload(clip(fallback, MAX_FALLBACK), sections[:MAX_BLOCKS])
+
+
+MAX_PRIVATE_METADATA = 3000
+MAX_VIEW_TITLE = 24
+MAX_OPTION_TEXT = 75
+MAX_HOME_BLOCKS = 100
+HOME_EXEMPTIONS_SHOWN = 20
+
+
+def _plain(value: str, limit: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": clip(value, limit)}
+
+
+def decision_modal(
+    kind: str, item_id: str, subject: str, defer_days: int, origin: dict[str, Any]
+) -> Block:
+    """Return the Defer (period and reason) or Exempt (reason) modal for one digest row."""
+    metadata = json.dumps({"item": item_id, **origin}, separators=(",", ":"))
+    if len(metadata) > MAX_PRIVATE_METADATA:
+        # The origin is ours (channel, ts, response_url); drop it rather than fail the modal.
+        metadata = json.dumps({"item": item_id})
+    body: list[Block] = [_section(text.modal_subject(subject))]
+    if kind == "defer":
+        options = [
+            {"text": _plain(text.period_option(d), MAX_OPTION_TEXT), "value": str(d)}
+            for d in sorted({*text.DEFER_PERIODS, defer_days})
+        ]
+        initial = next(o for o in options if o["value"] == str(defer_days))
+        body.append(
+            {
+                "type": "input",
+                "block_id": ids.PERIOD_BLOCK,
+                "label": _plain(text.PERIOD_LABEL, 2000),
+                "element": {
+                    "type": "static_select",
+                    "action_id": ids.PERIOD_INPUT,
+                    "options": options,
+                    "initial_option": initial,
+                },
+            }
+        )
+    hint = text.DEFER_REASON_HINT if kind == "defer" else text.EXEMPT_REASON_HINT
+    body.append(
+        {
+            "type": "input",
+            "block_id": ids.REASON_BLOCK,
+            "optional": kind == "defer",
+            "label": _plain(text.REASON_LABEL, 2000),
+            "hint": _plain(hint, 2000),
+            "element": {
+                "type": "plain_text_input",
+                "action_id": ids.REASON_INPUT,
+                "multiline": True,
+                "max_length": 1000,
+            },
+        }
+    )
+    title = text.DEFER_TITLE if kind == "defer" else text.EXEMPT_TITLE
+    submit = text.SUBMIT_DEFER if kind == "defer" else text.SUBMIT_EXEMPT
+    return {
+        "type": "modal",
+        "callback_id": ids.VIEW_BY_KIND[kind],
+        "private_metadata": metadata,
+        "title": _plain(title, MAX_VIEW_TITLE),
+        "submit": _plain(submit, MAX_VIEW_TITLE),
+        "close": _plain(text.CANCEL, MAX_VIEW_TITLE),
+        "blocks": body,
+    }
+
+
+def subject(shown: dict[str, Any]) -> str:
+    """Return one escaped line naming a row's principal and what would go."""
+    kind = str(shown.get("kind", ""))
+    actions = [str(a) for a in shown.get("actions") or []]
+    what = text.row_what(
+        kind, escape(shown.get("service")), actions, escape(shown.get("resource_id"))
+    )
+    line = f"`{escape(shown.get('principal', ''))}` in {escape(shown.get('account', ''))}: "
+    return clip_escaped(line + what.rstrip(": "), ROW_TEXT_LIMIT)
+
+
+@dataclass(frozen=True)
+class HomeTeam:
+    """One of the user's teams as the App Home shows it."""
+
+    name: str
+    channel: str
+    open: int
+
+
+@dataclass(frozen=True)
+class HomeExemption:
+    """One standing exemption the user may revoke."""
+
+    decision_id: int
+    team: str
+    shown: dict[str, Any]
+    user: str
+    at: datetime
+    reason: str
+
+
+def home_view(teams: list[HomeTeam], exemptions: list[HomeExemption]) -> Block:
+    """Return the App Home: the user's teams, their open counts, and standing exemptions."""
+    body: list[Block] = [_header(text.HOME_HEADER)]
+    if not teams:
+        body.append(_section(text.HOME_NO_TEAMS))
+    for team in teams:
+        body.append(_section(text.home_team(escape(team.name), team.channel, team.open)))
+    if teams:
+        body.append({"type": "divider"})
+        body.append(_section(text.HOME_EXEMPTIONS if exemptions else text.HOME_NO_EXEMPTIONS))
+    for exemption in exemptions[:HOME_EXEMPTIONS_SHOWN]:
+        shown = exemption.shown
+        kind = str(shown.get("kind", ""))
+        what = text.KIND_LABELS.get(kind, kind)
+        if shown.get("service"):
+            what += f" `{escape(shown['service'])}`"
+        line = text.home_exemption(
+            what,
+            escape(shown.get("principal", "")),
+            escape(exemption.team),
+            exemption.user,
+            exemption.at,
+            escape(clip(exemption.reason, 500)),
+        )
+        button = _button(text.REVOKE_BUTTON, ids.REVOKE, str(exemption.decision_id), "danger")
+        body.append(_section(clip_escaped(line, ROW_TEXT_LIMIT), accessory=button))
+    if len(exemptions) > HOME_EXEMPTIONS_SHOWN:
+        body.append(_context(text.home_more(len(exemptions) - HOME_EXEMPTIONS_SHOWN)))
+    return {"type": "home", "blocks": body[:MAX_HOME_BLOCKS]}
+
+
+def escalation(lines: list[str]) -> Payload:
+    """Return the escalation message: one line per team that needs a nudge."""
+    body: list[Block] = [_header(text.ESCALATION_HEADER)]
+    chunks = _chunks(lines)
+    body.extend(_section(chunk) for chunk in chunks[: MAX_BLOCKS - 2])
+    body.append(_context(text.ESCALATION_EXPLAIN))
+    return Payload(clip(text.escalation_fallback(len(lines)), MAX_FALLBACK), body)

@@ -18,7 +18,8 @@ DECISION_VERBS = {"approve": "approved", "defer": "deferred", "exempt": "exempte
 DECISION_ICONS = {"approve": ":white_check_mark:", "defer": ":hourglass:", "exempt": ":shield:"}
 
 APPROVE_BUTTON = "Approve removal"
-DEFER_BUTTON = "Defer"
+DEFER_BUTTON = "Defer…"
+EXEMPT_BUTTON = "Exempt…"
 CONTINUED = "Continued in this thread."
 NEVER = "never (in the window)"
 
@@ -55,9 +56,9 @@ def digest_part_fallback(team: str, part: int, parts: int) -> str:
     return f"Pare: {team} digest, part {part} of {parts}"
 
 
-def digest_summary(offered: int, unknown: int, too_new: int) -> str:
-    """Return the digest's summary: what is offered and what is only counted."""
-    text = f"*{offered}* finding(s) look unused and can be removed."
+def digest_summary(offered: int, principals: int, unknown: int, too_new: int) -> str:
+    """Return the digest's summary: what is offered, on how many principals, what is counted."""
+    text = f"*{offered}* finding(s) on *{principals}* principal(s) look unused and can be removed."
     kept = []
     if unknown:
         kept.append(f"{unknown} unknown (use cannot be proven either way)")
@@ -73,7 +74,8 @@ def digest_howto(champions: list[str], defer_days: int) -> str:
     names = ", ".join(mention(c) for c in champions) or "nobody yet"
     return (
         f"Champions who decide: {names}. *Approve* removes it after a fresh check of the "
-        f"evidence (reversible); *Defer* hides it for {defer_days} days."
+        f"evidence (reversible); *Defer* hides it for a while (default {defer_days} days); "
+        "*Exempt* keeps it until the exemption is revoked (App Home)."
     )
 
 
@@ -92,23 +94,45 @@ def nothing_to_review(team: str) -> str:
     return f"Pare: nothing unused to review for {team} this time. :tada:"
 
 
-def row_title(kind: str, principal: str, principal_kind: str, account: str) -> str:
-    """Return a row's first line."""
-    label = KIND_LABELS.get(kind, kind)
-    return f"*{label}* · `{principal}` ({principal_kind}) in {account}"
+def principal_heading(
+    principal: str,
+    principal_kind: str,
+    account: str,
+    team: str | None,
+    data_state: str,
+    sources: list[str],
+    continued: bool = False,
+) -> str:
+    """Return a principal's heading: where it lives, who owns it, how good the data is."""
+    owner = team or "no team"
+    tail = " (continued)" if continued else ""
+    return (
+        f":bust_in_silhouette: `{principal}` ({principal_kind}) in {account}{tail}\n"
+        f"Owner: {owner} · data: {data_state} · evidence: {', '.join(sources) or 'none'}"
+    )
+
+
+def row_title(kind: str) -> str:
+    """Return a row's label."""
+    return f"*{KIND_LABELS.get(kind, kind)}*"
 
 
 def row_what(kind: str, service: str | None, actions: list[str], resource: str | None) -> str:
     """Return what exactly would be removed (actions are rendered by the caller)."""
     if kind == "unused_role":
-        return "The whole role: nothing used it in the window."
+        return "the whole role: nothing used it in the window."
     if kind == "unused_access_key":
-        return f"Access key `{resource}`"
+        return f"access key `{resource}`"
     if kind == "unused_password":
-        return "The console password"
+        return "the console password"
     if actions:
-        return f"Service `{service}`: {len(actions)} unused action(s): "
-    return f"Service `{service}`: every granted action"
+        return f"service `{service}`, {len(actions)} unused action(s): "
+    return f"service `{service}`, every granted action"
+
+
+def approve_all_button(count: int) -> str:
+    """Return the label of a principal's approve-all button."""
+    return f"Approve all {count}"
 
 
 def more_actions(count: int) -> str:
@@ -121,13 +145,29 @@ def row_evidence(last_used: str | None, source: str) -> str:
     return f"Last used: {last_used or NEVER} · source: {source}"
 
 
-def outcome(kind: str, user: str, at: datetime, until: datetime | None) -> str:
-    """Return a decided row's outcome line."""
+def row_why(reason: str) -> str:
+    """Return why Pare thinks it is unused (already escaped)."""
+    return f"Why: _{reason}_"
+
+
+def outcome(
+    kind: str,
+    user: str,
+    at: datetime,
+    until: datetime | None,
+    reason: str | None = None,
+    revoked: bool = False,
+) -> str:
+    """Return a decided row's outcome line (reason already escaped)."""
     icon = DECISION_ICONS.get(kind, "")
     verb = DECISION_VERBS.get(kind, kind)
     text = f"{icon} {verb.capitalize()} by {mention(user)} {when(at)}"
     if until is not None:
         text += f"; returns {day(until)}"
+    if reason:
+        text += f": _{reason}_"
+    if revoked:
+        text += " (exemption since revoked)"
     return text
 
 
@@ -244,3 +284,99 @@ LEADERBOARD_EXPLAIN = (
     "Resolved means approved for removal or no longer unused; deferred and open findings count "
     "as not yet resolved."
 )
+
+
+# -- modals -----------------------------------------------------------------------------------
+
+DEFER_TITLE = "Defer a finding"
+EXEMPT_TITLE = "Exempt a finding"
+SUBMIT_DEFER = "Defer"
+SUBMIT_EXEMPT = "Exempt"
+CANCEL = "Cancel"
+PERIOD_LABEL = "Hide it for"
+REASON_LABEL = "Reason"
+DEFER_REASON_HINT = "Optional: why not now (a migration in flight, a quarterly job…)"
+EXEMPT_REASON_HINT = "Required: why this access must stay (seen by auditors and the team)"
+DEFER_PERIODS = (7, 14, 30, 90)
+
+
+def period_option(days: int) -> str:
+    """Return a deferral period's label."""
+    return f"{days} days"
+
+
+def modal_subject(what: str) -> str:
+    """Return the line at the top of a modal naming the finding (already escaped)."""
+    return f"You are deciding on: {what}"
+
+
+def approved_all(count: int) -> str:
+    """Return the confirmation for an approve-all that decided nothing new."""
+    return f"Nothing left to approve for that principal; {count} already decided."
+
+
+# -- App Home ---------------------------------------------------------------------------------
+
+HOME_HEADER = "Pare"
+HOME_NO_TEAMS = "You are not a champion of any team. `/pare role NAME` works for everyone."
+HOME_NO_EXEMPTIONS = "No standing exemptions on your teams."
+HOME_EXEMPTIONS = "*Standing exemptions* (they stay until revoked)"
+REVOKE_BUTTON = "Revoke"
+
+
+def home_team(team: str, channel: str, open_: int) -> str:
+    """Return one team's line in the App Home."""
+    return f"*{team}* (<#{channel}>): {open_} open finding(s)"
+
+
+def home_exemption(
+    what: str, principal: str, team: str, user: str, at: datetime, reason: str
+) -> str:
+    """Return one exemption's line in the App Home (texts already escaped)."""
+    return f"`{principal}`: {what} ({team}), exempted by {mention(user)} {day(at)}: _{reason}_"
+
+
+def home_more(count: int) -> str:
+    """Return the note that the App Home list was cut."""
+    return f"… and {count} more; ask a Pare admin for the full list."
+
+
+def revoked(user: str) -> str:
+    """Return the confirmation of a revoked exemption."""
+    return f"Exemption revoked by {mention(user)}; the finding returns in the next digest."
+
+
+def already_revoked(user: str, at: datetime) -> str:
+    """Return what a later revoke click is told."""
+    return f"{mention(user)} already revoked this exemption {when(at)}. Nothing more was recorded."
+
+
+# -- escalation -------------------------------------------------------------------------------
+
+ESCALATION_HEADER = "Teams that need a nudge"
+
+
+def escalation_fallback(teams: int) -> str:
+    """Return the escalation message's short top-level text."""
+    return f"Pare: {teams} team(s) need attention"
+
+
+def escalation_waiting(team: str, channel: str, count: int, days: int) -> str:
+    """Return the line for a team whose findings have waited too long."""
+    return (
+        f"*{team}* (<#{channel}>): {count} finding(s) waiting longer than {days} days "
+        "for a decision"
+    )
+
+
+def escalation_champions(team: str, channel: str, gone: list[str], left: int) -> str:
+    """Return the line for a team whose champions have left the workspace."""
+    who = ", ".join(f"`{g}`" for g in gone)
+    tail = "no champion is left" if left == 0 else f"{left} champion(s) remain"
+    return (
+        f"*{team}* (<#{channel}>): champion(s) {who} no longer in the workspace; {tail}. "
+        "Update the teams file."
+    )
+
+
+ESCALATION_EXPLAIN = "Posted by Pare's daily check; each team appears at most once a day."

@@ -13,9 +13,11 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import Database
+from bot.digest import Backoff
 from bot.settings import Settings
-from bot.slack.client import make_client
-from bot.standin import SlackStandIn, send_signed
+from bot.slack import ids
+from bot.slack.client import ChannelPacer, make_client
+from bot.standin import SlackStandIn, form_body, send_signed, submission_payload
 from bot.sync import sync_config
 from bot.web import build_wsgi_app, serve_in_thread
 from models import Account, Finding, Principal, Team
@@ -41,6 +43,18 @@ teams:
     channel: {SEARCH}
     champions: [{CAROL}]
 """
+
+
+FAST = 0.02
+
+
+@pytest.fixture(autouse=True)
+def fast_slack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep Slack's waits short: per-channel pacing and retry backoff take milliseconds."""
+    import bot.digest
+
+    monkeypatch.setattr(bot.digest, "PACER", ChannelPacer(FAST))
+    monkeypatch.setattr(bot.digest, "BACKOFF", Backoff(attempts=4, first=FAST / 2))
 
 
 @pytest.fixture
@@ -151,3 +165,13 @@ def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
 def post(url: str, body: str, **kwargs: Any) -> tuple[int, str]:
     """Send a signed request to Pare with the test secret."""
     return send_signed(url, SECRET, body, **kwargs)
+
+
+def submit(
+    url: str, user: str, view: dict[str, Any], reason: str = "", days: int | None = None
+) -> tuple[int, str]:
+    """Submit an opened Defer or Exempt modal the way Slack does."""
+    values: dict[str, Any] = {ids.REASON_BLOCK: (ids.REASON_INPUT, reason)}
+    if days is not None:
+        values[ids.PERIOD_BLOCK] = (ids.PERIOD_INPUT, days)
+    return post(url, form_body(submission_payload(user, view, values)))

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode
 from bot.digest import deliver_digest, run_digest_command
 from bot.leaderboard import post_leaderboard, standings
 from bot.slack import ids
+from bot.slack.blocks import Payload
 from bot.standin import form_body
 from tests.slack.conftest import (
     ALICE,
@@ -122,7 +123,7 @@ def test_dry_run_prints_payloads_and_sends_nothing(settings, org, standin, monke
     assert run_digest_command(args) == 0
 
     [payload] = json.loads(capsys.readouterr().out)
-    assert payload["channel"] == PAYMENTS and len(payload["blocks"]) == 7
+    assert payload["channel"] == PAYMENTS and len(payload["blocks"]) == 8
     assert sum(standin.calls.values(), []) == []
 
 
@@ -155,3 +156,38 @@ def test_dry_run_from_an_analyze_file_needs_no_database(
     assert "<!channel>" not in json.dumps(payloads)
     assert "20 unknown" in json.dumps(payloads[0])
     assert not (tmp_path / "never-created.db").exists() and standin.calls == {}
+
+
+def test_dry_run_of_a_real_analyze_file_prints_exact_payloads_and_touches_nothing(
+    realdata, settings, tmp_path, monkeypatch, capsys
+):
+    from bot.cli import main
+    from tests.slack.test_limits import assert_within_limits
+
+    example = realdata / "aws_api_responses" / "cloudsplaining-examples" / "example.json"
+    assert main(["analyze", "--authorization-details", str(example), "--json"]) == 0
+    analyzed = tmp_path / "findings.json"
+    analyzed.write_text(capsys.readouterr().out, encoding="utf-8")
+    found = json.loads(analyzed.read_text(encoding="utf-8"))
+    unused = [f for f in found if f["status"] == "unused"]
+    unknown = sum(f["status"] == "unknown" for f in found)
+
+    never = tmp_path / "never-created.db"
+    monkeypatch.setenv("PARE_TEAMS_FILE", str(settings.teams_file))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{never}")
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["digest", "--team", "payments", "--dry-run", "--findings", str(analyzed)]) == 0
+
+    payloads = json.loads(capsys.readouterr().out)
+    assert not never.exists()
+    assert payloads[0]["channel"] == PAYMENTS and "thread_ts" not in payloads[0]
+    assert all(p["thread_ts"] == "(ts of part 1)" for p in payloads[1:])
+    summary = payloads[0]["blocks"][1]["text"]["text"]
+    principals = len({f["principal_arn"] for f in unused})
+    assert f"*{len(unused)}* finding(s) on *{principals}* principal(s)" in summary
+    assert f"{unknown} unknown" in summary
+    rows = [b for p in payloads for b in p["blocks"] if b.get("block_id", "").startswith("item:")]
+    assert len(rows) == len(unused)
+    for payload in payloads:
+        assert_within_limits(Payload(payload["text"], payload["blocks"]))

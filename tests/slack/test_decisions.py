@@ -22,6 +22,7 @@ from tests.slack.conftest import (
     PAYMENTS,
     payload_file,
     post,
+    submit,
     wait_for,
 )
 
@@ -144,11 +145,15 @@ def test_defer_hides_the_finding_until_it_expires(
     items, ts = posted
 
     post(endpoint, click(realdata, standin, BOB, items[0], ts, ids.DEFER))
+    [view] = wait_for(lambda: standin.views)
+    assert decisions(org) == []  # the modal asks first
+    submit(endpoint, BOB, view, "payments migration in flight", days=14)
     wait_for(lambda: standin.count("chat.update") == 1)
 
     [decision] = decisions(org)
-    assert decision.kind == "defer"
-    assert decision.defer_until - decision.decided_at == timedelta(days=settings.defer_days)
+    assert (decision.kind, decision.reason) == ("defer", "payments migration in flight")
+    assert decision.defer_until - decision.decided_at == timedelta(days=14)
+    assert "Deferred by @U0BOB" in standin.transcript(PAYMENTS)
     with org.session() as session:
         team_id = session.scalar(select(Team.id).where(Team.name == "payments"))
         assert len(open_findings(session, team_id, decision.decided_at + timedelta(days=1))) == 1
@@ -191,7 +196,7 @@ def test_simultaneous_clicks_from_two_champions_give_one_decision(
     items, ts = posted
     bodies = [
         click(realdata, standin, ALICE, items[0], ts),
-        click(realdata, standin, BOB, items[0], ts, ids.DEFER),
+        click(realdata, standin, BOB, items[0], ts),
     ]
     start = threading.Barrier(len(bodies))
 
