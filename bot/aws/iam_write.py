@@ -428,3 +428,20 @@ class IamWriter:
                 raise
             return {"already": True}
         return {}
+
+
+def validation_errors(analyzer: Any, doc: dict[str, Any]) -> list[str]:
+    """Return what Access Analyzer's ValidatePolicy calls errors in an identity policy."""
+    out: list[str] = []
+    try:
+        pages = analyzer.get_paginator("validate_policy").paginate(
+            policyDocument=json.dumps(doc), policyType="IDENTITY_POLICY"
+        )
+        for page in pages:
+            for finding in page.get("findings") or []:
+                if finding.get("findingType") == "ERROR":
+                    out.append(f"{finding.get('issueCode')}: {finding.get('findingDetails')}")
+    except (ClientError, BotoCoreError) as exc:
+        # A document that could not be checked is not applied: fail closed.
+        out.append(f"ValidatePolicy failed: {error_code(exc)}")
+    return out

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.aws.iam_write import IamWriteError, IamWriter
+from bot.aws.iam_write import IamWriteError, IamWriter, validation_errors
 from bot.catalog import catalogue
 from bot.db import Database
 from bot.domain import PrincipalAnalysis
@@ -48,6 +48,8 @@ PASSWORD_NOTE = (
     "sign-in; an administrator has to set one for the user"
 )
 
+# Steps that write a new policy document, which Access Analyzer checks first where it exists.
+NEW_DOCUMENTS = ("put_inline", "create_policy", "create_version")
 # Removed actions a report line names before it counts the rest.
 SHOWN = 12
 
@@ -142,6 +144,12 @@ def _default_clients(spec: AccountSpec) -> Any:
     return open_account(spec).client("iam")
 
 
+def _default_analyzers(spec: AccountSpec) -> Any:
+    from bot.aws.session import open_account
+
+    return open_account(spec).client("accessanalyzer")
+
+
 def _default_reader(spec: AccountSpec, as_of: datetime, window_days: int) -> Any:
     from bot.scan import read_from_aws
 
@@ -214,6 +222,7 @@ class _Run:
         reader: Reader,
         clients: IamClients,
         grace: timedelta,
+        analyzers: IamClients | None,
     ):
         self.settings = settings
         self.db = db
@@ -223,6 +232,7 @@ class _Run:
         self.reader = reader
         self.clients = clients
         self.grace = grace
+        self.analyzers = analyzers or _default_analyzers
         self.report = ApplyReport()
         self.cat = catalogue()
         self.writers: dict[str, IamWriter] = {}
@@ -234,6 +244,22 @@ class _Run:
         if spec.id not in self.writers:
             self.writers[spec.id] = IamWriter(self.clients(spec), spec.id)
         return self.writers[spec.id]
+
+    def validate(self, spec: AccountSpec, plan: Plan) -> None:
+        """Refuse the plan if Access Analyzer (where the account has it) rejects a new document."""
+        if "access_analyzer" not in spec.sources or plan.refused:
+            return
+        analyzer = self.analyzers(spec)
+        for step in plan.steps:
+            if step.op not in NEW_DOCUMENTS:
+                continue
+            errors = validation_errors(analyzer, step.params["doc"])
+            if errors:
+                target = (
+                    step.params.get("policy") or step.params.get("name") or step.params.get("arn")
+                )
+                plan.refused = f"Access Analyzer rejects the new {target}: {'; '.join(errors[:3])}"
+                return
 
     def commits(self, spec: AccountSpec) -> bool:
         return self.commit or spec.apply
@@ -437,6 +463,7 @@ class _Run:
                 plan = planner.plan_password(state)
             else:
                 plan = planner.plan_quarantine(state, self.now)
+        self.validate(spec, plan)
         change_id = engine.record_plan(self.db, change, plan, state, dry)
         if dry:
             self.add(change_id)
@@ -525,6 +552,7 @@ def apply_approved(
     accounts: list[str] | None = None,
     reader: Reader | None = None,
     iam_clients: IamClients | None = None,
+    analyzers: IamClients | None = None,
     slack: Any | None = None,
     grace_days: int = GRACE_DAYS,
 ) -> ApplyReport:
@@ -540,6 +568,7 @@ def apply_approved(
         reader or _default_reader,
         iam_clients or _default_clients,
         timedelta(days=grace_days),
+        analyzers,
     )
     run.resume()
     fresh_by_account: dict[str, dict[str, PrincipalAnalysis]] = {}

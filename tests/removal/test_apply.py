@@ -208,3 +208,128 @@ def test_every_transition_is_kept(world: World) -> None:
     with world.db.session() as session:
         events = [e.status for e in session.scalars(select(ChangeEvent).order_by(ChangeEvent.id))]
     assert events == ["planned", "before_state_saved", "applying", "applied"]
+
+
+def _recommend(world: World, document: dict) -> None:  # type: ignore[type-arg]
+    from models import Finding
+
+    with world.db.session() as session:
+        finding = session.scalars(select(Finding).where(Finding.service == "s3")).one()
+        arn = "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"
+        finding.detail = {**finding.detail, "recommended_policies": {arn: document}}
+
+
+def _copy_document(world: World) -> dict:  # type: ignore[type-arg]
+    [attached] = world.iam.list_attached_role_policies(RoleName="reader")["AttachedPolicies"]
+    meta = world.iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]
+    version = world.iam.get_policy_version(
+        PolicyArn=attached["PolicyArn"], VersionId=meta["DefaultVersionId"]
+    )
+    return version["PolicyVersion"]["Document"]
+
+
+RECOMMENDED = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:ListBucket"],
+            "Resource": ["arn:aws:s3:::data", "arn:aws:s3:::data/*"],
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["s3-object-lambda:Get*", "s3-object-lambda:List*"],
+            "Resource": "*",
+        },
+    ],
+}
+
+
+def test_access_analyzers_recommended_policy_is_used_when_it_keeps_what_remains(
+    world: World,
+) -> None:
+    from tests.removal.test_crash import aws_managed
+
+    aws_managed(world)
+    _recommend(world, RECOMMENDED)
+
+    assert world.apply().results[0].status == "applied"
+
+    assert _copy_document(world) == RECOMMENDED
+    assert world.violations == []
+
+
+def test_a_recommendation_that_takes_more_than_approved_is_not_used(world: World) -> None:
+    from tests.removal.test_crash import aws_managed
+
+    aws_managed(world)
+    _recommend(world, {**RECOMMENDED, "Statement": RECOMMENDED["Statement"][:1]})
+
+    assert world.apply().results[0].status == "applied"
+
+    assert _copy_document(world) != {**RECOMMENDED, "Statement": RECOMMENDED["Statement"][:1]}
+    assert "s3-object-lambda:getobject" in world.grants("role", "reader")
+    assert world.violations == []
+
+
+def _with_analyzer(world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bot.settings import Settings
+    from tests.removal.conftest import TEAMS_YAML
+
+    teams = tmp_path / "teams-analyzer.yaml"
+    teams.write_text(
+        TEAMS_YAML.replace("sources: [last_used]", "sources: [last_used, access_analyzer]"),
+        encoding="utf-8",
+    )
+    world.settings = Settings(DATABASE_URL=world.db.url, PARE_TEAMS_FILE=teams)
+
+
+def _analyzer(findings: list[dict]):  # type: ignore[no-untyped-def,type-arg]
+    import boto3
+    from botocore.stub import Stubber
+
+    analyzer = boto3.client("accessanalyzer", region_name="us-east-1")
+    stub = Stubber(analyzer)
+    stub.add_response("validate_policy", {"findings": findings})
+    stub.activate()
+    return analyzer, stub
+
+
+def test_new_documents_pass_access_analyzers_validation_first(world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _with_analyzer(world, tmp_path)
+    _inline_role(world)
+    world.approve("app", "unused_permission", "s3")
+    error = {
+        "findingDetails": "The action s3:Nope does not exist.",
+        "findingType": "ERROR",
+        "issueCode": "INVALID_ACTION",
+        "learnMoreLink": "about:blank",
+        "locations": [],
+    }
+    analyzer, stub = _analyzer([error])
+
+    report = world.apply(analyzers=lambda spec: analyzer)
+
+    [result] = report.results
+    stub.assert_no_pending_responses()
+    assert result.status == "refused" and "INVALID_ACTION" in (result.reason or "")
+    assert world.client is not None and world.client.writes == []
+
+
+def test_a_document_access_analyzer_accepts_is_applied(world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _with_analyzer(world, tmp_path)
+    _inline_role(world)
+    world.approve("app", "unused_permission", "s3")
+    warning = {
+        "findingDetails": "Consider narrowing the resource.",
+        "findingType": "SUGGESTION",
+        "issueCode": "REDUNDANT_ACTION",
+        "learnMoreLink": "about:blank",
+        "locations": [],
+    }
+    analyzer, stub = _analyzer([warning])
+
+    report = world.apply(analyzers=lambda spec: analyzer)
+
+    stub.assert_no_pending_responses()
+    assert report.results[0].status == "applied", report.summary()
