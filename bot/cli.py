@@ -129,7 +129,11 @@ def cmd_undo(args: argparse.Namespace) -> int:
     from bot.removal import undo_change
 
     settings = load_settings()
-    result = undo_change(settings, Database(settings.database_url), args.change_id, only=args.only)
+    import getpass
+
+    user = f"cli:{getpass.getuser()}"
+    db = Database(settings.database_url)
+    result = undo_change(settings, db, args.change_id, only=args.only, user=user)
     print(result.line())
     return 0 if result.status == "applied" else 1
 

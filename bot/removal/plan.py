@@ -73,7 +73,9 @@ def _version_room(arn: str, pstate: dict[str, Any]) -> list[Step]:
     return [Step("delete_version", {"arn": arn, "version": oldest["id"], "doc": oldest["doc"]})]
 
 
-def _fit(doc: dict[str, Any] | None, limit: int, removed: set[str], cat: Catalogue):  # type: ignore[no-untyped-def]
+def _fit(
+    doc: dict[str, Any] | None, limit: int, removed: set[str], cat: Catalogue
+) -> dict[str, Any] | None | bool:
     if doc is None or P.size(doc) <= limit:
         return doc
     smaller = P.compact(doc, removed, cat)

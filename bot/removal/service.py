@@ -339,10 +339,19 @@ class _Run:
                 f"{spec.label}: evidence not re-read, nothing applied: {exc}"
             )
             return
+        except Exception as exc:
+            # One account's failure must not stop the others; the traceback goes to the log.
+            log.exception("re-check failed: account=%s", spec.id)
+            self.report.problems.append(
+                f"{spec.label}: evidence not re-read ({type(exc).__name__})"
+            )
+            return
         for decision_id in decision_ids:
             self.apply_decision(spec, decision_id, fresh)
 
-    def _agreement(self, spec: AccountSpec, fresh: dict[str, PrincipalAnalysis]):  # type: ignore[no-untyped-def]
+    def _agreement(
+        self, spec: AccountSpec, fresh: dict[str, PrincipalAnalysis]
+    ) -> planner.Agreement:
         def agree(arn: str, hit: set[str]) -> bool:
             state = self.writer(spec).policy_state(arn)
             if state["attached_to"]["groups"]:

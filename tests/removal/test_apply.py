@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -210,7 +212,7 @@ def test_every_transition_is_kept(world: World) -> None:
     assert events == ["planned", "before_state_saved", "applying", "applied"]
 
 
-def _recommend(world: World, document: dict) -> None:  # type: ignore[type-arg]
+def _recommend(world: World, document: dict[str, Any]) -> None:
     from models import Finding
 
     with world.db.session() as session:
@@ -219,7 +221,7 @@ def _recommend(world: World, document: dict) -> None:  # type: ignore[type-arg]
         finding.detail = {**finding.detail, "recommended_policies": {arn: document}}
 
 
-def _copy_document(world: World) -> dict:  # type: ignore[type-arg]
+def _copy_document(world: World) -> dict[str, Any]:
     [attached] = world.iam.list_attached_role_policies(RoleName="reader")["AttachedPolicies"]
     meta = world.iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]
     version = world.iam.get_policy_version(
@@ -272,7 +274,7 @@ def test_a_recommendation_that_takes_more_than_approved_is_not_used(world: World
     assert world.violations == []
 
 
-def _with_analyzer(world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _with_analyzer(world: World, tmp_path: Path) -> None:
     from bot.settings import Settings
     from tests.removal.conftest import TEAMS_YAML
 
@@ -284,7 +286,7 @@ def _with_analyzer(world: World, tmp_path) -> None:  # type: ignore[no-untyped-d
     world.settings = Settings(DATABASE_URL=world.db.url, PARE_TEAMS_FILE=teams)
 
 
-def _analyzer(findings: list[dict]):  # type: ignore[no-untyped-def,type-arg]
+def _analyzer(findings: list[dict[str, Any]]) -> tuple[Any, Any]:
     import boto3
     from botocore.stub import Stubber
 
@@ -295,7 +297,7 @@ def _analyzer(findings: list[dict]):  # type: ignore[no-untyped-def,type-arg]
     return analyzer, stub
 
 
-def test_new_documents_pass_access_analyzers_validation_first(world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_new_documents_pass_access_analyzers_validation_first(world: World, tmp_path: Path) -> None:
     _with_analyzer(world, tmp_path)
     _inline_role(world)
     world.approve("app", "unused_permission", "s3")
@@ -316,7 +318,7 @@ def test_new_documents_pass_access_analyzers_validation_first(world: World, tmp_
     assert world.client is not None and world.client.writes == []
 
 
-def test_a_document_access_analyzer_accepts_is_applied(world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_document_access_analyzer_accepts_is_applied(world: World, tmp_path: Path) -> None:
     _with_analyzer(world, tmp_path)
     _inline_role(world)
     world.approve("app", "unused_permission", "s3")
@@ -333,3 +335,19 @@ def test_a_document_access_analyzer_accepts_is_applied(world: World, tmp_path) -
 
     stub.assert_no_pending_responses()
     assert report.results[0].status == "applied", report.summary()
+
+
+def test_an_account_with_apply_on_changes_aws_without_commit(world: World, tmp_path: Path) -> None:
+    from bot.settings import Settings
+    from tests.removal.conftest import TEAMS_YAML
+
+    teams = tmp_path / "teams-apply.yaml"
+    teams.write_text(TEAMS_YAML.replace("name: sandbox", "name: sandbox\n    apply: true"))
+    world.settings = Settings(DATABASE_URL=world.db.url, PARE_TEAMS_FILE=teams)
+    _inline_role(world)
+    world.approve("app", "unused_permission", "s3")
+
+    report = world.apply(commit=False)
+
+    assert report.results[0].mode == "commit" and report.results[0].status == "applied"
+    assert world.client is not None and world.client.writes == ["put_role_policy"]

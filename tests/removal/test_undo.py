@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
 from bot.cli import main
 from bot.errors import PareError
-from bot.removal import undo_change
+from bot.removal import ChangeResult, undo_change
 from bot.removal.history import history
 from tests.removal.conftest import NOW, Crash, World
 from tests.removal.test_apply import INLINE, _inline_role
 from tests.removal.test_crash import aws_managed, key, new_version, password, quarantine
 
 
-def _undo(world: World, change_id: int, only: list[str] | None = None):  # type: ignore[no-untyped-def]
+def _undo(world: World, change_id: int, only: list[str] | None = None) -> ChangeResult:
     return undo_change(world.settings, world.db, change_id, only=only, iam_clients=world.clients())
 
 
@@ -85,7 +86,9 @@ def test_undo_sets_the_earlier_default_version_back(world: World) -> None:
 
 
 @pytest.mark.parametrize("scenario", [key, password, quarantine])
-def test_undo_reactivates_recreates_or_lifts_the_quarantine(world: World, scenario) -> None:  # type: ignore[no-untyped-def]
+def test_undo_reactivates_recreates_or_lifts_the_quarantine(
+    world: World, scenario: Callable[[World], Callable[[], None]]
+) -> None:
     scenario(world)
     change_id = _applied(world)
 
