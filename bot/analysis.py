@@ -22,7 +22,7 @@ from bot.domain import (
     PrincipalRecord,
     UsageEvidence,
 )
-from bot.evidence.access_analyzer import AnalyzerEvidence
+from bot.evidence.access_analyzer import AnalyzerEvidence, recommended_policies
 from bot.teams import Exclusions
 
 log = logging.getLogger(__name__)
@@ -513,6 +513,10 @@ class _Judge:
         for evidence in sources:
             if isinstance(evidence, AnalyzerEvidence):
                 detail["access_analyzer"] = evidence.permission_detail()
+                recommended = recommended_policies(evidence.recommendation)
+                if recommended:
+                    # Removal uses these documents instead of trimming the policies itself.
+                    detail["recommended_policies"] = recommended
         return detail
 
 

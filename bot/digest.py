@@ -181,6 +181,12 @@ def shown_for(finding: Finding) -> dict[str, Any]:
         "kind": finding.kind,
         "service": finding.service,
         "actions": list(finding.actions or []),
+        # A whole-service finding is approved as the actions granted when it was shown.
+        "granted_actions": (
+            list(principal.granted.get(finding.service, []))
+            if finding.kind == "unused_permission" and not finding.actions
+            else []
+        ),
         "resource_id": finding.resource_id,
         "last_used": finding.last_used_at.date().isoformat() if finding.last_used_at else None,
         "source": finding.source,

@@ -10,12 +10,16 @@ did not list counts as used.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.domain import PrincipalRecord, UsageEvidence
+
+log = logging.getLogger(__name__)
 
 SOURCE = "access_analyzer"
 
@@ -96,6 +100,30 @@ class AnalyzerEvidence(UsageEvidence):
         if self.recommendation is not None:
             detail["recommendation"] = self.recommendation
         return detail
+
+
+def recommended_policies(recommendation: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Return the analyzer's recommended documents, keyed by the policy each one replaces.
+
+    Only a finished recommendation counts; a step whose document is not valid JSON is left
+    out, so removal falls back to trimming the policy itself.
+    """
+    if not recommendation or recommendation.get("status") != "SUCCEEDED":
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for step in recommendation.get("recommendedSteps") or []:
+        item = step.get("unusedPermissionsRecommendedStep") or {}
+        text = item.get("recommendedPolicy")
+        if item.get("recommendedAction") != "CREATE_POLICY" or not text:
+            continue
+        try:
+            document = json.loads(text)
+        except (TypeError, json.JSONDecodeError):
+            log.warning("recommended policy is not JSON: policy=%s", item.get("existingPolicyId"))
+            continue
+        if isinstance(document, dict) and item.get("existingPolicyId"):
+            out[str(item["existingPolicyId"])] = document
+    return out
 
 
 def _time(value: object) -> datetime | None:

@@ -200,7 +200,7 @@ def _still_unused(analysis: PrincipalAnalysis | None, frozen: dict[str, Any]) ->
 def _approved_set(frozen: dict[str, Any], analysis: PrincipalAnalysis | None) -> set[str]:
     if frozen.get("kind") != "unused_permission":
         return {frozen.get("resource_id") or frozen.get("kind") or ""}
-    actions = frozen.get("actions") or []
+    actions = frozen.get("actions") or frozen.get("granted_actions") or []
     if actions:
         return {a.lower() for a in actions}
     # A whole service was approved: what of it the principal is granted now, nothing newer
