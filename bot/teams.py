@@ -16,16 +16,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bot.errors import ConfigError
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
-ACCOUNT_ID = re.compile(r"^\d{12}$")
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
+ACCOUNT_ID = re.compile(r"[0-9]{12}")
 Source = Literal["cloudtrail", "access_advisor", "access_analyzer", "last_used"]
 
 
 def channel_id(value: str) -> str:
     """Return value if it is a Slack channel id, else raise a ValueError naming it."""
-    if not SLACK_CHANNEL_ID.match(value):
+    if not SLACK_CHANNEL_ID.fullmatch(value):
         raise ValueError(f"{value!r} is not a Slack channel id (like C0123ABCD)")
+    return value
+
+
+def account_id(value: object) -> str:
+    """Return a 12-digit account id, refusing numbers YAML may have misread."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{value!r} is not a 12-digit AWS account id")
+    if isinstance(value, int):
+        # YAML reads an unquoted 012345678901 as octal and 1:2:3 as base 60: only a number
+        # that still has 12 digits can be what was written.
+        if len(str(value)) != 12:
+            raise ValueError(
+                f"{value} is not a 12-digit AWS account id; write account ids in quotes"
+            )
+        return str(value)
+    if not ACCOUNT_ID.fullmatch(value):
+        raise ValueError(f"{value!r} is not a 12-digit AWS account id")
     return value
 
 
@@ -58,10 +75,7 @@ class Account(_Strict):
     @field_validator("id", mode="before")
     @classmethod
     def _account_id(cls, value: object) -> str:
-        text = str(value).zfill(12) if isinstance(value, int) else str(value)
-        if not ACCOUNT_ID.match(text):
-            raise ValueError(f"{value!r} is not a 12-digit AWS account id")
-        return text
+        return account_id(value)
 
     @model_validator(mode="after")
     def _trail_needs_bucket(self) -> Account:
@@ -131,7 +145,7 @@ class Match(_Strict):
     @classmethod
     def _accounts(cls, value: object) -> object:
         if isinstance(value, list):
-            return [str(v) for v in value]
+            return [account_id(v) for v in value]
         return value
 
 
@@ -169,7 +183,7 @@ class Team(_Strict):
     @classmethod
     def _champions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for user in value:
-            if not SLACK_USER_ID.match(user):
+            if not SLACK_USER_ID.fullmatch(user):
                 raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
         return value
 
@@ -229,14 +243,14 @@ class TeamsConfig(_Strict):
     @classmethod
     def _admins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for user in value:
-            if not SLACK_USER_ID.match(user):
+            if not SLACK_USER_ID.fullmatch(user):
                 raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
         return value
 
     @field_validator("leaderboard_channel")
     @classmethod
     def _leaderboard_channel(cls, value: str | None) -> str | None:
-        if value is not None and not SLACK_CHANNEL_ID.match(value):
+        if value is not None and not SLACK_CHANNEL_ID.fullmatch(value):
             raise ValueError(f"{value!r} is not a Slack channel id (like C0123ABCD)")
         return value
 
@@ -290,17 +304,47 @@ def _field_path(loc: tuple[object, ...]) -> str:
     return path or "(top level)"
 
 
+class DuplicateKey(ValueError):
+    """A mapping names the same key twice; the later one would silently win."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise DuplicateKey(f"the key {key!r} appears twice (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [k for k, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise DuplicateKey(f"the key {key!r} appears twice")
+    return dict(pairs)
+
+
 def parse_teams(text: str, source: str, fmt: str) -> TeamsConfig:
     """Parse teams-file text; errors name the source and the field."""
     try:
         if fmt == "toml":
             raw = tomllib.loads(text)
         elif fmt == "json":
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=_unique_pairs)
         else:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a safe loader)
+    except DuplicateKey as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{source}: not valid {fmt.upper()}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a teams file") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -339,9 +383,13 @@ def _plain(kind: str, message: str) -> str:
 def load_teams(path: Path) -> TeamsConfig:
     """Read and validate the teams file (YAML, TOML or JSON by its suffix)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"{path}: teams file not found (set PARE_TEAMS_FILE)") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a teams file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the teams file: {exc.strerror}") from None
     suffix = path.suffix.lower()

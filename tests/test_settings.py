@@ -282,3 +282,56 @@ def test_a_missing_teams_file_fails_when_settings_are_read(environment, tmp_path
 
     with pytest.raises(ConfigError, match="absent.yaml: teams file not found"):
         _ = Settings().teams
+
+
+# -- input a careless or hostile editor writes ---------------------------------------------
+
+
+def test_unquoted_account_ids_that_yaml_misreads_are_refused(tmp_path):
+    # YAML 1.1 reads 012345670123 as octal and 1:2:3 as base 60; neither is what was written.
+    for written in ("012345670123", "1:2:3"):
+        path = write(tmp_path, "teams.yaml", GOOD_YAML.replace('"444455556666"', written))
+        message = refusal(path)
+        assert "accounts[1].id" in message and "write account ids in quotes" in message
+    # An unquoted id without a leading zero is read exactly, so it is accepted.
+    path = write(tmp_path, "teams.yaml", GOOD_YAML.replace('"444455556666"', "444455556666"))
+    assert load_teams(path).accounts[1].id == "444455556666"
+
+
+def test_a_key_written_twice_is_refused_not_silently_overwritten(tmp_path):
+    twice = GOOD_YAML.replace("admins: [U0ADMIN]", "admins: [U0ADMIN]\nadmins: [U0OTHER]")
+    assert "the key 'admins' appears twice" in refusal(write(tmp_path, "teams.yaml", twice))
+    json_twice = '{"teams": [], "teams": []}'
+    assert "appears twice" in refusal(write(tmp_path, "teams.json", json_twice))
+
+
+def test_ids_with_a_trailing_newline_are_refused(tmp_path):
+    path = team_file(tmp_path, champions='["U0ALICE\\n"]')
+    assert "is not a Slack user id" in refusal(path)
+
+
+def test_admins_and_the_leaderboard_channel_are_checked(tmp_path):
+    bad_admin = GOOD_YAML.replace("admins: [U0ADMIN]", "admins: [alice]")
+    assert "admins: 'alice' is not a Slack user id" in refusal(
+        write(tmp_path, "teams.yaml", bad_admin)
+    )
+    bad_board = GOOD_YAML.replace("leaderboard_channel: C0LEADERS", "leaderboard_channel: x")
+    assert "leaderboard_channel: 'x' is not a Slack channel id" in refusal(
+        write(tmp_path, "teams.yaml", bad_board)
+    )
+
+
+def test_unreadable_encodings_and_deep_nesting_get_one_line(tmp_path):
+    latin = tmp_path / "teams.yaml"
+    latin.write_bytes("teams:\n  - name: caf\u00e9\n".encode("latin-1"))
+    assert "not UTF-8 text" in refusal(latin)
+
+    deep = write(tmp_path, "deep.json", "[" * 100_000 + "]" * 100_000)
+    assert "nested too deeply" in refusal(deep)
+
+    with_bom = write(tmp_path, "bom.yaml", "\ufeff" + GOOD_YAML)
+    assert load_teams(with_bom).team("payments").channel == "C0PAYMENTS"
+
+
+def test_a_file_without_teams_is_refused(tmp_path):
+    assert "lists no teams" in refusal(write(tmp_path, "teams.yaml", ""))
