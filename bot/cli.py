@@ -18,6 +18,8 @@ from bot.errors import PareError
 
 log = logging.getLogger(__name__)
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
 
 def load_settings():  # type: ignore[no-untyped-def]
     """Read settings from the environment, turning validation errors into one clear line."""
@@ -160,7 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pare", description="Keep AWS permissions shrinking, team by team, from Slack."
     )
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        type=str.upper,
+        choices=LEVELS,
+        help="default INFO (WARNING for the demo)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("db", help="migrate the database schema")
@@ -258,9 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = args.log_level
         if level is None:
             # The demo narrates what happens; its log lines would only bury the story.
-            level = (
-                "WARNING" if args.command == "demo" else os.environ.get("PARE_LOG_LEVEL", "INFO")
-            )
+            level = "WARNING" if args.command == "demo" else os.environ.get("PARE_LOG_LEVEL")
+            if (level or "INFO").upper() not in LEVELS:
+                raise PareError(f"PARE_LOG_LEVEL {level!r} is not one of {', '.join(LEVELS)}")
+            level = (level or "INFO").upper()
         as_json = os.environ.get("PARE_LOG_JSON", "").lower() in {"1", "true", "yes"}
         logs.configure(level, as_json=as_json)
         return args.func(args)
