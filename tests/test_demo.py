@@ -42,6 +42,19 @@ def test_demo_shows_the_whole_loop(tmp_path, capsys):
     assert "(only visible to bystander)" in data
     assert "Only data's champions can decide its findings: @data-champion" in data
 
+    # Approved removals are dry-run first, then applied in the moto account and undone.
+    removal = out.split("== 5.")[1].split("== 6.")[0]
+    assert "[dry_run] trim_permissions" in removal and "would: detach payments-api" in removal
+    after_apply = removal.split("pare apply --commit:")[1].split("pare undo")[0]
+    assert "AmazonDynamoDBReadOnlyAccess-pare1" in after_apply
+    assert "Inactive" in after_apply
+    after_undo = removal.split("after the undo, in AWS (moto):")[1]
+    assert "payments-api managed policies: AmazonDynamoDBReadOnlyAccess," in after_undo
+    # Each outcome is posted in its digest's thread with an Undo button; the undo too.
+    assert "Removed* unused permissions on `payments-api`" in payments
+    assert "[Undo]" in payments and "Undo of change" in payments
+    assert "Removed* access key deactivated on `data-analyst`" in data
+
     # The leaderboard ranks every team.
     board = channels.split("=== #pare-leaderboard")[1]
     assert board.index("payments") < board.index("platform")

@@ -134,6 +134,53 @@ def _wait_for(predicate: Any, seconds: float = 10.0) -> bool:
     return False
 
 
+def _aws_state() -> list[str]:
+    """Describe, from the moto accounts, what the demo's removals touch."""
+    iam = org._client("iam", org.PAYMENTS)
+    attached = iam.list_attached_role_policies(RoleName="payments-api")["AttachedPolicies"]
+    names = sorted(p["PolicyName"] for p in attached)
+    data = org._client("iam", org.DATA)
+    keys = data.list_access_keys(UserName="data-analyst")["AccessKeyMetadata"]
+    statuses = ", ".join(f"{k['AccessKeyId']} {k['Status']}" for k in keys)
+    return [
+        f"payments-api managed policies: {', '.join(names)}",
+        f"data-analyst access keys: {statuses}",
+    ]
+
+
+def _show_removal(settings: Any, db: Any, client: Any, now: datetime) -> None:
+    from bot.removal import apply_approved, undo_change
+
+    _say("before, in AWS (moto):")
+    for line in _aws_state():
+        _say(f"  {line}")
+    dry = apply_approved(settings, db, commit=False, as_of=now, slack=client)
+    _say("\npare apply (dry run, the default):")
+    _say(_indent(dry.summary()))
+    real = apply_approved(settings, db, commit=True, as_of=now, slack=client)
+    _say("\npare apply --commit:")
+    _say(_indent(real.summary()))
+    _say("after, in AWS (moto):")
+    for line in _aws_state():
+        _say(f"  {line}")
+    applied = [r for r in real.results if r.status == "applied"]
+    if not applied:
+        return
+    first = applied[0]
+    undone = undo_change(
+        settings, db, first.change_id, user=org.CHAMPIONS["payments"][0], slack=client
+    )
+    _say(f"\npare undo {first.change_id}:")
+    _say(_indent(undone.line()))
+    _say("after the undo, in AWS (moto):")
+    for line in _aws_state():
+        _say(f"  {line}")
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
+
+
 def run_demo(workdir: Path, keep_going: bool = False) -> int:
     """Run the whole loop locally and print what each channel shows."""
     from moto import mock_aws
@@ -253,14 +300,17 @@ def _run(workdir: Path, now: datetime, keep_going: bool) -> int:
             _say(f"data champion clicked Approve (HTTP {status})")
         _wait_for(lambda: standin.count("chat.update") >= decisions)
 
-        _heading("5. Leaderboard")
+        _heading("5. Approved removals: a dry run, then applied, then one undone")
+        _show_removal(settings, db, client, now)
+
+        _heading("6. Leaderboard")
         outcome = post_leaderboard(settings, db, client, now.strftime("%G-W%V"))
         _say(f"leaderboard: {outcome}")
 
-        _heading("6. What each channel shows")
+        _heading("7. What each channel shows")
         _say(standin.transcript())
 
-        _heading("7. What is left for inspection")
+        _heading("8. What is left for inspection")
         _say(f"decisions recorded: {count_decisions()}")
         _say(f"SQLite file: {workdir / 'pare.db'}")
         _say(f"try: sqlite3 {workdir / 'pare.db'} 'select kind, decided_by from decisions'")
