@@ -472,10 +472,11 @@ def _make_handler(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
 # -- the Slack side of a request to Pare: signing and sending ---------------------------------
 
 
-def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+def sign(secret: str, body: str | bytes, timestamp: int | None = None) -> dict[str, str]:
     """Return the headers Slack sends with a request: v0 HMAC-SHA256 of v0:timestamp:body."""
     stamp = str(int(time.time()) if timestamp is None else timestamp)
-    base = f"v0:{stamp}:{body}".encode()
+    raw = body if isinstance(body, bytes) else body.encode()
+    base = f"v0:{stamp}:".encode() + raw
     digest = hmac.new(secret.encode("utf-8"), base, hashlib.sha256).hexdigest()
     return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
 
@@ -488,27 +489,35 @@ def form_body(payload: dict[str, Any]) -> str:
 def send_signed(
     url: str,
     secret: str,
-    body: str,
+    body: str | bytes,
     content_type: str = "application/x-www-form-urlencoded",
-    timestamp: int | None = None,
+    timestamp: int | str | None = None,
     retry_num: int | None = None,
     signature: str | None = None,
 ) -> tuple[int, str]:
     """POST a signed request to Pare's endpoint on 127.0.0.1; return (status, body)."""
     if not url.startswith(f"http://{LOOPBACK}:"):
         raise ValueError("the stand-in only sends to 127.0.0.1")
-    headers = {"Content-Type": content_type, **sign(secret, body, timestamp)}
+    headers = {"Content-Type": content_type, **sign(secret, body, _stamp(timestamp))}
+    if isinstance(timestamp, str):
+        # A timestamp Slack would never send, to test the refusal; the signature is then moot.
+        headers["X-Slack-Request-Timestamp"] = timestamp
     if signature is not None:
         headers["X-Slack-Signature"] = signature
     if retry_num is not None:
         headers["X-Slack-Retry-Num"] = str(retry_num)
         headers["X-Slack-Retry-Reason"] = "http_timeout"
-    request = urllib.request.Request(url, data=body.encode("utf-8"), headers=headers)
+    data = body if isinstance(body, bytes) else body.encode("utf-8")
+    request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode("utf-8")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode("utf-8")
+
+
+def _stamp(timestamp: int | str | None) -> int | None:
+    return timestamp if isinstance(timestamp, int) else None
 
 
 def click_payload(

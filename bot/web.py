@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -14,11 +16,11 @@ from typing import Any
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
-from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import text
 
 from bot.db import Database
 from bot.settings import Settings
+from bot.slack import shape
 from bot.slack.app import build_app
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
 # Slack's own replay window; Bolt applies the same one.
 SIGNATURE_WINDOW_SECONDS = 300
+# Unix seconds have 10 digits until 2286; anything much longer is not a timestamp.
+MAX_TIMESTAMP_DIGITS = 12
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -37,37 +41,49 @@ class PareRequestHandler(SlackRequestHandler):
     def __init__(self, app: App, db: Database, signing_secret: str):
         super().__init__(app, path=EVENTS_PATH)
         self.db = db
-        self.verifier = SignatureVerifier(signing_secret)
+        self.secret = signing_secret.encode("utf-8")
 
     def dispatch(self, request: WsgiHttpRequest) -> BoltResponse:
-        """Verify, parse and dispatch one request; never answer a bad body with 500."""
-        body = request.get_body()
+        """Verify, parse, check and dispatch one request; never answer a bad body with 500."""
+        # The raw bytes: the signature covers them, and Bolt's own reader fails on bad UTF-8.
+        raw = _raw_body(request.environ)
         headers = request.get_headers()
+        # Verified before Bolt sees the request, so that nothing (not even the error handler,
+        # which answers where the body says) ever acts on an unsigned body.
+        if not self._signed(raw, headers):
+            return BoltResponse(status=401, body="invalid request")
         try:
+            body = raw.decode("utf-8")
             bolt_request = BoltRequest(body=body, query=request.query_string, headers=headers)
-        except (ValueError, TypeError, AttributeError):
-            if not self._signed(body, headers):
-                return BoltResponse(status=401, body="invalid request")
-            log.warning("malformed request body refused (%s bytes)", len(body))
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            log.warning("malformed request refused: %s (%s bytes)", type(exc).__name__, len(raw))
             return BoltResponse(status=400, body="malformed request")
-        response = self.app.dispatch(bolt_request)
-        if response.status == 401:
-            self._signed(body, headers)
-        return response
+        refused = shape.refusal(bolt_request.body)
+        return refused if refused is not None else self.app.dispatch(bolt_request)
 
-    def _signed(self, body: str, headers: dict[str, Any]) -> bool:
-        """Check the signature; log stale and forged requests as such (ids only)."""
-        stamp = _first(headers, "x-slack-request-timestamp")
-        signature = _first(headers, "x-slack-signature")
+    def _signed(self, raw: bytes, headers: dict[str, Any]) -> bool:
+        """Check the signature; fail closed on anything unexpected; log refusals by reason."""
         try:
-            age = abs(time.time() - int(stamp or ""))
-        except ValueError:
+            return self._check_signature(raw, headers)
+        except Exception as exc:  # noqa: BLE001 - a check that cannot finish must refuse
+            log.warning("request refused: signature check failed (%s)", type(exc).__name__)
+            return False
+
+    def _check_signature(self, raw: bytes, headers: dict[str, Any]) -> bool:
+        stamp = _first(headers, "x-slack-request-timestamp") or ""
+        signature = _first(headers, "x-slack-signature") or ""
+        # Slack sends whole seconds as ASCII digits; int() would also take " 1", "1_0" or other
+        # scripts' digits, and the SDK's verifier crashes on the rest.
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= MAX_TIMESTAMP_DIGITS):
             log.warning("request refused: no valid timestamp")
             return False
+        age = abs(time.time() - int(stamp))
         if age > SIGNATURE_WINDOW_SECONDS:
             log.warning("request refused: stale signature (%ss old)", int(age))
             return False
-        if not self.verifier.is_valid(body, stamp or "", signature or ""):
+        base = b"v0:" + stamp.encode("ascii") + b":" + raw
+        expected = "v0=" + hmac.new(self.secret, base, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode("ascii"), signature.encode("latin-1")):
             log.warning("request refused: forged or wrong signature")
             return False
         return True
@@ -88,6 +104,17 @@ class PareRequestHandler(SlackRequestHandler):
             start_response(status, [("Content-Type", "application/json")])
             return [payload]
         return super().__call__(environ, start_response)
+
+
+def _raw_body(environ: dict[str, Any]) -> bytes:
+    stream = environ.get("wsgi.input")
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return b""
+    if stream is None or length <= 0:
+        return b""
+    return stream.read(length)
 
 
 def _first(headers: dict[str, Any], name: str) -> str | None:

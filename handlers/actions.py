@@ -12,7 +12,7 @@ from bot.decisions import authorize, decide, decide_all, revoke, standing
 from bot.digest import show_outcome
 from bot.selfservice import publish_home
 from bot.slack import blocks, ids, text
-from bot.slack.app import AppContext, tell, where
+from bot.slack.app import AppContext, button_value, tell, where
 from bot.slack.blocks import answer
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,16 @@ def register(app: App, ctx: AppContext) -> None:
         ack()
         action = body["actions"][0]
         user = body["user"]["id"]
-        log.info("click: action=%s item=%s user=%s", action["action_id"], action["value"], user)
-        result = decide(ctx.db, action["value"], user, "approve", admins=admins)
+        value = button_value(client, body, respond, action)
+        if value is None:
+            return
+        log.info("click: action=%s item=%s user=%s", action["action_id"], value, user)
+        result = decide(ctx.db, value, user, "approve", admins=admins)
         if result.created:
             show_outcome(ctx.settings, ctx.db, client, [result], origin_of(body), respond)
             return
         if _retry(request):
-            log.info("redelivered click: item=%s retry=%s", action["value"], _retry(request))
+            log.info("redelivered click: item=%s retry=%s", value, _retry(request))
         tell_decided(client, body, respond, result)
 
     @app.action(ids.APPROVE_ALL)
@@ -66,8 +69,11 @@ def register(app: App, ctx: AppContext) -> None:
         ack()
         action = body["actions"][0]
         user = body["user"]["id"]
-        log.info("click: action=%s item=%s user=%s", action["action_id"], action["value"], user)
-        bulk = decide_all(ctx.db, action["value"], user, admins=admins)
+        value = button_value(client, body, respond, action)
+        if value is None:
+            return
+        log.info("click: action=%s item=%s user=%s", action["action_id"], value, user)
+        bulk = decide_all(ctx.db, value, user, admins=admins)
         if bulk.made:
             show_outcome(ctx.settings, ctx.db, client, bulk.made, origin_of(body), respond)
             return
@@ -81,8 +87,11 @@ def register(app: App, ctx: AppContext) -> None:
         action = body["actions"][0]
         user = body["user"]["id"]
         kind = ids.KIND_BY_ACTION[action["action_id"]]
-        log.info("click: action=%s item=%s user=%s", action["action_id"], action["value"], user)
-        target = authorize(ctx.db, action["value"], user, admins, kind)
+        value = button_value(client, body, respond, action)
+        if value is None:
+            return
+        log.info("click: action=%s item=%s user=%s", action["action_id"], value, user)
+        target = authorize(ctx.db, value, user, admins, kind)
         earlier = standing(ctx.db, target.item_id)
         if earlier is not None:
             tell_decided(client, body, respond, earlier)
@@ -97,12 +106,15 @@ def register(app: App, ctx: AppContext) -> None:
         client.views_open(trigger_id=body["trigger_id"], view=view)
 
     @app.action(ids.REVOKE)
-    def on_revoke(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+    def on_revoke(ack: Ack, body: dict[str, Any], client: WebClient, respond: Any) -> None:
         ack()
         action = body["actions"][0]
         user = body["user"]["id"]
-        log.info("click: action=%s decision=%s user=%s", action["action_id"], action["value"], user)
-        result = revoke(ctx.db, action["value"], user, admins=admins)
+        value = button_value(client, body, respond, action)
+        if value is None:
+            return
+        log.info("click: action=%s decision=%s user=%s", action["action_id"], value, user)
+        result = revoke(ctx.db, value, user, admins=admins)
         if result.created:
             show_outcome(ctx.settings, ctx.db, client, [], {}, None, revoked=result.decision_id)
         publish_home(ctx.db, client, user, admins)

@@ -37,13 +37,16 @@ def register(app: App, ctx: AppContext) -> None:
 
     @app.event("tokens_revoked")
     def on_tokens_revoked(body: dict[str, Any], event: dict[str, Any]) -> None:
-        tokens = event.get("tokens") or {}
+        tokens = event.get("tokens")
+        bots = tokens.get("bot") if isinstance(tokens, dict) else None
+        # Only the count: the ids are Slack's, but an odd shape must not break the record.
+        count = len(bots) if isinstance(bots, list) else 0
         workspace = str(body.get("team_id") or "?")
-        if tokens.get("bot"):
+        if count:
             install.record(ctx.db, workspace, install.TOKENS_REVOKED)
         log.error(
-            "Slack workspace %s revoked Pare's tokens (bot users: %s); posting paused until "
+            "Slack workspace %s revoked Pare's tokens (%s bot tokens); posting paused until "
             "a new SLACK_BOT_TOKEN works",
             workspace,
-            ",".join(tokens.get("bot") or []) or "-",
+            count,
         )

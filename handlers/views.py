@@ -51,10 +51,15 @@ def register(app: App, ctx: AppContext) -> None:
         ack()
         where = origin(body)
         user = body["user"]["id"]
-        log.info("modal submitted: kind=%s item=%s user=%s", kind, where.get("item"), user)
-        result = decide(
-            ctx.db, where.get("item"), user, kind, admins=admins, defer_days=days, reason=reason
-        )
+        item = str(where.get("item"))
+        if ids.row_id(item) is None:
+            # Our own private_metadata always names a row; anything else is not Pare's modal.
+            log.info("modal refused, no row id: kind=%s user=%s", kind, user)
+            message = text.button_invalid()
+            tell(client, body, None, answer([message], message))
+            return
+        log.info("modal submitted: kind=%s item=%s user=%s", kind, item, user)
+        result = decide(ctx.db, item, user, kind, admins=admins, defer_days=days, reason=reason)
         if result.created:
             show_outcome(ctx.settings, ctx.db, client, [result], where, None)
             return

@@ -6,19 +6,21 @@ import json
 import logging
 import traceback
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt import App, BoltResponse
+from slack_bolt import App, BoltRequest, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.db import Database
 from bot.errors import NotAChampion, PareError
+from bot.logs import bolt_logger
 from bot.settings import Settings
-from bot.slack import text
-from bot.slack.blocks import Payload
+from bot.slack import ids, shape, text
+from bot.slack.blocks import Payload, answer
 from bot.slack.client import make_client
 
 log = logging.getLogger(__name__)
@@ -88,10 +90,23 @@ def tell(client: WebClient, body: dict[str, Any], respond: Any, payload: Payload
         log.warning("nowhere to answer: %s", routing_keys(body))
 
 
+def button_value(
+    client: WebClient, body: dict[str, Any], respond: Any, action: dict[str, Any]
+) -> str | None:
+    """Return a clicked button's row id, or tell the clicker the button is no longer valid."""
+    value = action.get("value")
+    if ids.row_id(value) is not None:
+        return value
+    # Pare only ever puts decimal row ids on buttons: this one is stale or not Pare's.
+    user = body["user"]["id"]
+    log.info("click refused, not a row id: action=%s user=%s", action["action_id"], user)
+    message = text.button_invalid()
+    tell(client, body, respond, answer([message], message))
+    return None
+
+
 def explain_error(error: Exception, body: dict[str, Any], client: WebClient, respond: Any) -> None:
     """Turn an error into a polite message for the user; unknown ones get a logged reference."""
-    from bot.slack.blocks import answer
-
     if isinstance(error, NotAChampion):
         lines = [text.refusal(error.team, error.champions)]
     elif isinstance(error, PareError):
@@ -130,6 +145,8 @@ def build_app(
         signing_secret=secret,
         client=client or make_client(settings),
         process_before_response=process_before_response,
+        # Bolt's own loggers would log refused and unhandled requests' bodies.
+        logger=bolt_logger(),
         # Bolt's own request logging includes bodies; our error handler logs ids instead.
         raise_error_for_unhandled_request=False,
         # A listener acks only once a worker runs it; Bolt's default ten workers made clicks
@@ -137,9 +154,12 @@ def build_app(
         listener_executor=ThreadPoolExecutor(LISTENER_WORKERS, "pare-listener"),
     )
 
-    # Bolt logs a refused request's whole body at INFO (its logger takes the root's level when
-    # the app is built, so this comes after); bot.web logs the refusal by ids instead.
-    logging.getLogger("slack_bolt.RequestVerification").setLevel(logging.WARNING)
+    @app.middleware
+    def _check_shape(req: BoltRequest, next: Callable[[], BoltResponse]) -> BoltResponse | None:
+        # Over HTTP, bot.web checks the shape before dispatch (after its own signature check);
+        # Socket Mode requests come straight here from Slack's authenticated connection.
+        refused = shape.refusal(req.body) if req.mode == "socket_mode" else None
+        return refused if refused is not None else next()
 
     @app.error
     def _on_error(error: Exception, body: dict[str, Any], client: WebClient, respond: Any):

@@ -44,3 +44,17 @@ def actions_block(item_id: int | str) -> str:
 def principal_block(item_id: int | str) -> str:
     """Return the block id of a principal's heading (named after its first row)."""
     return f"who:{item_id}"
+
+
+# Row ids are positive 64-bit integers; 18 digits always fit. int() alone would also take
+# " 1 ", "1_0" and other scripts' digits, none of which Pare ever puts on a button.
+MAX_ROW_ID_DIGITS = 18
+
+
+def row_id(value: object) -> int | None:
+    """Return a button value as a row id, or None when it is not one Pare could have made."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ROW_ID_DIGITS:
+        return None
+    if not (value.isascii() and value.isdigit()) or value.startswith("0"):
+        return None
+    return int(value)

@@ -212,6 +212,11 @@ def item_gone() -> str:
     return "That finding is no longer in Pare's records; it may have been re-scanned away."
 
 
+def button_invalid() -> str:
+    """Return the message for a button whose value Pare could not have made."""
+    return "That button is no longer valid. Nothing was changed; use the latest digest."
+
+
 HELP = (
     "*Pare* keeps AWS permissions shrinking, team by team.\n"
     "• `/pare status`: your teams (where you are a champion), open and decided findings\n"
