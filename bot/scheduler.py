@@ -37,7 +37,8 @@ DIGEST = "digest"
 LEADERBOARD = "leaderboard"
 SCAN = "scan"
 ESCALATION = "escalation"
-JOBS = (SCAN, DIGEST, LEADERBOARD, ESCALATION)
+APPLY = "apply"
+JOBS = (SCAN, DIGEST, LEADERBOARD, ESCALATION, APPLY)
 # Digests of different teams post concurrently, this many at once; each channel is still paced
 # to Slack's one message a second by the digest's own pacer, which waits holding no database
 # connection, so more workers than pooled connections is fine.
@@ -55,6 +56,9 @@ SCAN_SCHEDULE = Schedule("UTC", "daily", 5)
 LEADERBOARD_SCHEDULE = Schedule("UTC", "monday", 10)
 # Escalations once a day, after most teams' digests have gone out.
 ESCALATION_SCHEDULE = Schedule("UTC", "daily", 12)
+# Approved removals an hour after the scan, so the re-check reads fresh evidence. Accounts
+# without `apply: true` only get a dry run recorded.
+APPLY_SCHEDULE = Schedule("UTC", "daily", 6)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ POLICIES = {
     ESCALATION: JobPolicy(timedelta(days=1), timedelta(minutes=30), timedelta(minutes=15)),
     # A scan of hundreds of accounts legitimately takes hours.
     SCAN: JobPolicy(timedelta(days=1), timedelta(hours=6), timedelta(hours=1)),
+    # A half-done change is resumed by the next apply run, so a crashed one is retaken too.
+    APPLY: JobPolicy(timedelta(days=1), timedelta(hours=2), timedelta(hours=1)),
 }
 
 
@@ -303,6 +309,7 @@ def _due_jobs(
     run_scan: Callable[..., Any],
     escalate: Callable[..., Any] | None,
     client: Any,
+    apply: Callable[..., Any] | None = None,
 ) -> list[_Due]:
     wanted = set(only)
     due: list[_Due] = []
@@ -343,6 +350,12 @@ def _due_jobs(
         if occurrence is not None:
             call = partial(escalate, settings, db, client, occurrence.period)
             due.append(_Due(ESCALATION, occurrence.period, occurrence, call))
+
+    if APPLY in wanted and apply is not None:
+        occurrence = last_due(APPLY_SCHEDULE, now, now - POLICIES[APPLY].catch_up)
+        if occurrence is not None:
+            call = partial(apply, settings, db, slack=client)
+            due.append(_Due(APPLY, occurrence.period, occurrence, call))
     return due
 
 
@@ -372,6 +385,7 @@ def run_due(
     post_leaderboard: Callable[..., Any],
     run_scan: Callable[..., Any],
     escalate: Callable[..., Any] | None = None,
+    apply: Callable[..., Any] | None = None,
     client: Any = None,
     lease: Lease | None = None,
     only: Iterable[str] = JOBS,
@@ -393,6 +407,7 @@ def run_due(
         run_scan=run_scan,
         escalate=escalate,
         client=client,
+        apply=apply,
     )
     ran: list[Ran] = []
     digests: list[tuple[_Due, Claim]] = []
@@ -438,6 +453,7 @@ def _real_jobs() -> dict[str, Callable[..., Any]]:
     from bot.digest import deliver_digest
     from bot.escalation import escalate
     from bot.leaderboard import post_leaderboard
+    from bot.removal import apply_approved
     from bot.scan import run_scan
 
     return {
@@ -445,6 +461,7 @@ def _real_jobs() -> dict[str, Callable[..., Any]]:
         "post_leaderboard": post_leaderboard,
         "run_scan": run_scan,
         "escalate": escalate,
+        "apply": apply_approved,
     }
 
 
@@ -590,7 +607,7 @@ def start_background(
     scheduler.add_job(
         service.tick,
         IntervalTrigger(seconds=SCAN_TICK_SECONDS, timezone=UTC),
-        args=[(SCAN,)],
+        args=[(SCAN, APPLY)],
         id="pare-scan",
         next_run_time=first + timedelta(seconds=1),
     )

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from bot.db import Database
 from bot.scheduler import (
+    APPLY,
     DIGEST,
     LEADERBOARD,
     SCAN,
@@ -62,11 +63,17 @@ class Jobs:
             self.calls.append((SCAN, ""))
         return self.scan_result
 
+    def apply(self, settings, db, slack=None) -> Any:
+        with self._lock:
+            self.calls.append((APPLY, ""))
+        return SimpleNamespace(results=[], problems=[])
+
     def as_kwargs(self) -> dict[str, Any]:
         return {
             "deliver_digest": self.deliver_digest,
             "post_leaderboard": self.post_leaderboard,
             "run_scan": self.run_scan,
+            "apply": self.apply,
         }
 
 
@@ -255,6 +262,7 @@ def test_a_second_tick_finds_the_work_done(db, other_process, jobs):
         (SCAN, "2026-12-07", "done"),
         (DIGEST, "payments:2026-12-07", "done"),
         (LEADERBOARD, "2026-W50", "done"),
+        (APPLY, "2026-12-07", "done"),
     }
     assert second == []
     assert len(jobs.calls) == 3
@@ -389,6 +397,15 @@ def test_the_leaderboard_runs_weekly_keyed_by_iso_week(db, jobs):
     assert tick(db, jobs, monday + timedelta(days=6), only=(LEADERBOARD,)) == []
     next_week = tick(db, jobs, monday + timedelta(days=7), only=(LEADERBOARD,))
     assert next_week == [Ran(LEADERBOARD, "2026-W51", "done")]
+
+
+def test_approved_removals_are_applied_daily_after_the_scan(db, jobs):
+    after_apply_hour = utc(2026, 12, 7, 6, 5)
+
+    assert tick(db, jobs, after_apply_hour, only=(APPLY,)) == [Ran(APPLY, "2026-12-07", "done")]
+    # Once a day: a second process, or a restart, finds it done.
+    assert tick(db, jobs, after_apply_hour + timedelta(hours=3), only=(APPLY,)) == []
+    assert jobs.calls == [(APPLY, "")]
 
 
 def test_inactive_teams_get_no_digest(db, jobs):
