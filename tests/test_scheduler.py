@@ -265,7 +265,7 @@ def test_a_second_tick_finds_the_work_done(db, other_process, jobs):
         (APPLY, "2026-12-07", "done"),
     }
     assert second == []
-    assert len(jobs.calls) == 3
+    assert len(jobs.calls) == 4
 
 
 def test_racing_claims_on_one_key_give_one_run(db):
