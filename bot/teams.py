@@ -112,7 +112,7 @@ class Organization(_Strict):
     @classmethod
     def _exclude(cls, value: object) -> object:
         if isinstance(value, list):
-            return [str(v).zfill(12) if isinstance(v, int) else str(v) for v in value]
+            return [account_id(v) for v in value]
         return value
 
     @model_validator(mode="after")
