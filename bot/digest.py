@@ -569,9 +569,12 @@ def _rows_from_file(path: Path, team: str) -> tuple[list[blocks.Row], Counter[st
     except (OSError, json.JSONDecodeError) as exc:
         raise PareError(f"{path}: cannot read findings: {exc}") from None
     items = data.get("findings", []) if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise PareError(f"{path}: findings must be a list (as `pare analyze --json` writes)")
     rows: list[blocks.Row] = []
     statuses: Counter[str] = Counter()
     for number, item in enumerate(items, start=1):
+        _check_item(path, number, item)
         statuses[str(item.get("status"))] += 1
         if item.get("status") != "unused":
             continue
@@ -591,6 +594,17 @@ def _rows_from_file(path: Path, team: str) -> tuple[list[blocks.Row], Counter[st
         }
         rows.append(blocks.Row(f"dry-run-{number}", shown))
     return rows, statuses
+
+
+def _check_item(path: Path, number: int, item: object) -> None:
+    """Raise PareError naming the finding when an item is not shaped like `pare analyze`'s."""
+    if not isinstance(item, dict):
+        raise PareError(f"{path}: finding {number} is not an object")
+    actions = item.get("actions")
+    if actions is not None and not (
+        isinstance(actions, list) and all(isinstance(a, str) for a in actions)
+    ):
+        raise PareError(f"{path}: finding {number}: actions must be a list of strings")
 
 
 def dry_run_payloads(

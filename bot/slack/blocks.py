@@ -452,7 +452,7 @@ def home_view(teams: list[HomeTeam], exemptions: list[HomeExemption]) -> Block:
     for exemption in exemptions[:HOME_EXEMPTIONS_SHOWN]:
         shown = exemption.shown
         kind = str(shown.get("kind", ""))
-        what = text.KIND_LABELS.get(kind, kind)
+        what = text.kind_label(kind)
         if shown.get("service"):
             what += f" `{escape(shown['service'])}`"
         line = text.home_exemption(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from bot.slack.escape import escape
+
 KIND_LABELS = {
     "unused_role": "Unused role",
     "unused_access_key": "Unused access key",
@@ -114,7 +116,12 @@ def principal_heading(
 
 def row_title(kind: str) -> str:
     """Return a row's label."""
-    return f"*{KIND_LABELS.get(kind, kind)}*"
+    return f"*{kind_label(kind)}*"
+
+
+def kind_label(kind: str) -> str:
+    """Return a finding kind's label; an unknown kind (from a findings file) shown escaped."""
+    return KIND_LABELS.get(kind) or escape(kind)
 
 
 def row_what(kind: str, service: str | None, actions: list[str], resource: str | None) -> str:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 from slack_sdk import WebClient
 from sqlalchemy import select
 
-from bot.digest import deliver_digest
-from bot.errors import UnknownTeam
+from bot.digest import deliver_digest, run_digest_command
+from bot.errors import PareError, UnknownTeam
 from bot.slack import blocks as limits
 from bot.slack.client import make_client
 from bot.standin import SlackStandIn
 from models import Digest, DigestItem, DigestMessage, Finding
-from tests.slack.conftest import FAST, NOW, PAYMENTS, add_principal
+from tests.slack.conftest import FAST, NOW, PAYMENTS, TEAMS_YAML, add_principal
 
 EVIL = "<!channel> <https://evil.example|click> & <@U0ALICE>"
 
@@ -188,3 +189,47 @@ def test_nothing_open_posts_nothing(settings, org, standin, client):
 
     assert (outcome.status, outcome.messages) == ("empty", 0)
     assert standin.count("chat.postMessage") == 0
+
+
+def _dry_run(tmp_path, monkeypatch, capsys, findings) -> str:
+    """Run `pare digest --dry-run --findings FILE` for payments; return what it prints."""
+    teams = tmp_path / "teams.yaml"
+    teams.write_text(TEAMS_YAML, encoding="utf-8")
+    monkeypatch.setenv("PARE_TEAMS_FILE", str(teams))
+    path = tmp_path / "findings.json"
+    path.write_text(json.dumps(findings), encoding="utf-8")
+    args = argparse.Namespace(team="payments", dry_run=True, findings=path)
+    assert run_digest_command(args) == 0
+    return capsys.readouterr().out
+
+
+def test_dry_run_escapes_a_hostile_kind_from_a_findings_file(tmp_path, monkeypatch, capsys):
+    finding = {
+        "principal_arn": "arn:aws:iam::111122223333:role/r",
+        "kind": "<!channel> <https://evil.example|Approve here>",
+        "status": "unused",
+        "service": "s3",
+        "actions": ["s3:GetObject"],
+    }
+    shown = _dry_run(tmp_path, monkeypatch, capsys, [finding])
+    assert "<!channel>" not in shown and "<https://evil" not in shown
+    assert "&lt;!channel&gt;" in shown
+
+
+@pytest.mark.parametrize(
+    ("findings", "says"),
+    [
+        ({"findings": {"a": 1}}, "findings must be a list"),
+        (None, "findings must be a list"),
+        (42, "findings must be a list"),
+        (["not an object"], "finding 1 is not an object"),
+        ([{"status": "unused", "actions": {"s3:Get": 1}}], "actions must be a list of strings"),
+        ([{"status": "unused", "actions": "s3:GetObject"}], "actions must be a list of strings"),
+        ([{"status": "unused", "actions": [1, 2]}], "actions must be a list of strings"),
+    ],
+)
+def test_a_misshapen_findings_file_is_one_clear_error(
+    tmp_path, monkeypatch, capsys, findings, says
+):
+    with pytest.raises(PareError, match=says):
+        _dry_run(tmp_path, monkeypatch, capsys, findings)
