@@ -347,6 +347,9 @@ class _Judge:
                         f"The evidence ({sources}) does not cover the whole "
                         f"{self.window_days}-day window."
                     )
+                    notes = sorted({e.coverage_note for e in self.evidence if e.coverage_note})
+                    if notes:
+                        reason = reason[:-1] + ": " + "; ".join(notes) + "."
                 else:
                     reason = "No evidence source says whether it was used."
                 self._kept(service, service_grants, "unknown", reason, sources)

@@ -108,8 +108,13 @@ class UsageEvidence:
     # Every service the source lists for the principal, used or not; None when the source
     # lists only what was used. A granted service missing from the list is a gap in the data.
     listed_services: set[str] | None = None
+    # Per service, the lowercase actions whose use this source records one by one, where it
+    # records only some (Access Advisor); a service not named here is tracked whole.
+    tracked_actions: dict[str, set[str]] = field(default_factory=dict)
     data_events: bool = False
     problems: list[str] = field(default_factory=list)
+    # Why the covered time starts where it does (a gap in the logs), for an unknown's reason.
+    coverage_note: str | None = None
 
 
 @dataclass

@@ -71,12 +71,17 @@ def run(
         readout = read_log_folder(cloudtrail)
         for path in readout.broken_files:
             print(f"pare: skipped broken CloudTrail file {path}", file=sys.stderr)
+        for why, count in sorted(readout.skipped.items()):
+            print(f"pare: skipped {count} unreadable CloudTrail records ({why})", file=sys.stderr)
         # Say what the logs cover: a trail that misses the window explains "unknown" rows.
         span = (
             f"{readout.covered_from:%Y-%m-%d %H:%M} to {readout.covered_to:%Y-%m-%d %H:%M} UTC"
             if readout.covered_from and readout.covered_to
             else "no time at all"
         )
+        gap = readout.gap()
+        if gap is not None:
+            span += f"; nothing from {gap[0]} to {gap[1]}, so only the days after count"
         print(f"pare: CloudTrail: {readout.summary()}; covers {span}", file=sys.stderr)
         for arn, items in readout.evidence_for(arns).items():
             evidence[arn].extend(items)

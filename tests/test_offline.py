@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -82,16 +84,19 @@ def _trail(realdata: Path, tmp_path: Path, *names: str) -> Path:
     folder.mkdir()
     for name in names:
         shutil.copy(realdata / INVICTUS / name, folder / name)
-    # The real files cover one afternoon; one earlier record (made up here) shows the trail
-    # was already delivering when the 30-day window opened.
-    opener = {
-        "eventTime": "2023-06-01T00:00:00Z",
-        "eventSource": "sts.amazonaws.com",
-        "eventName": "GetCallerIdentity",
-        "eventType": "AwsApiCall",
-        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::200000000012:user/other"},
-    }
-    (folder / "opener.json").write_text(json.dumps({"Records": [opener]}))
+    # The real files cover one afternoon; made-up records, one a day, show the trail was
+    # delivering on every day of the 30-day window before it.
+    openers = [
+        {
+            "eventTime": f"{date(2023, 6, 1) + timedelta(days=n)}T00:00:00Z",
+            "eventSource": "sts.amazonaws.com",
+            "eventName": "GetCallerIdentity",
+            "eventType": "AwsApiCall",
+            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::200000000012:user/other"},
+        }
+        for n in range(40)
+    ]
+    (folder / "opener.json").write_text(json.dumps({"Records": openers}))
     return folder
 
 
@@ -142,3 +147,139 @@ def test_table_output_and_clear_errors(realdata, tmp_path, capsys):
 
     with pytest.raises(SystemExit):
         main(["analyze"])
+
+
+# -- hostile CloudTrail folders: whatever they hold, nothing is offered on their word --------
+
+ACC = "111122223333"
+AS_OF = date(2026, 12, 1)
+
+
+def _call(day: date, role: str = "other", name: str = "DescribeInstances", **extra) -> dict:
+    record = {
+        "eventTime": f"{day}T10:00:00Z",
+        "eventSource": "ec2.amazonaws.com",
+        "eventName": name,
+        "eventType": "AwsApiCall",
+        "userIdentity": {
+            "type": "AssumedRole",
+            "arn": f"arn:aws:sts::{ACC}:assumed-role/{role}/s",
+            "sessionContext": {
+                "sessionIssuer": {"type": "Role", "arn": f"arn:aws:iam::{ACC}:role/{role}"}
+            },
+        },
+    }
+    record.update(extra)
+    return record
+
+
+def _daily(first: date, last: date) -> list[dict]:
+    return [_call(first + timedelta(days=n)) for n in range((last - first).days + 1)]
+
+
+def _idle_export(tmp_path: Path) -> Path:
+    role = {
+        "RoleName": "idle",
+        "Arn": f"arn:aws:iam::{ACC}:role/idle",
+        "Path": "/",
+        "CreateDate": "2020-01-01T00:00:00Z",
+        "RolePolicyList": [
+            {
+                "PolicyName": "p",
+                "PolicyDocument": {
+                    "Statement": [{"Effect": "Allow", "Action": "ec2:DescribeInstances"}]
+                },
+            }
+        ],
+        "AttachedManagedPolicies": [],
+        "RoleLastUsed": {"LastUsedDate": "2026-11-30T00:00:00Z"},
+    }
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"RoleDetailList": [role], "UserDetailList": []}))
+    return path
+
+
+def _ec2_rows(capsys, tmp_path: Path, files: dict[str, bytes | list[dict]]) -> list[dict]:
+    folder = tmp_path / "trail"
+    folder.mkdir()
+    for name, content in files.items():
+        data = content if isinstance(content, bytes) else json.dumps({"Records": content})
+        (folder / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+    rows = analyze_json(
+        capsys,
+        *("--authorization-details", str(_idle_export(tmp_path)), "--cloudtrail", str(folder)),
+        *("--as-of", str(AS_OF)),
+    )
+    return [r for r in rows if r["service"] == "ec2"]
+
+
+def test_logs_of_every_day_prove_a_service_unused(capsys, tmp_path):
+    rows = _ec2_rows(capsys, tmp_path, {"a.json": _daily(date(2026, 8, 20), date(2026, 11, 30))})
+
+    assert [r["status"] for r in rows] == ["unused"]
+
+
+def test_a_gap_in_the_logs_is_not_coverage(capsys, tmp_path):
+    old, new = _daily(date(2026, 8, 20), date(2026, 8, 20)), _daily(date(2026, 11, 30), AS_OF)
+    rows = _ec2_rows(capsys, tmp_path, {"old.json": old, "new.json": new})
+
+    assert [r["status"] for r in rows] == ["unknown"]
+    assert "no CloudTrail records from 2026-08-21 to 2026-11-29" in rows[0]["reason"]
+    assert "nothing from 2026-08-21 to 2026-11-29" in analyze_json.err
+
+
+def test_one_record_dated_1970_does_not_stretch_a_day_of_logs(capsys, tmp_path):
+    records = [_call(date(2026, 11, 30)), _call(date(1970, 1, 1), name="x")]
+    rows = _ec2_rows(capsys, tmp_path, {"a.json": records})
+
+    assert [r["status"] for r in rows] == ["unknown"]
+    assert "from 1970-01-02 to 2026-11-29" in rows[0]["reason"]
+
+
+def test_a_record_without_a_readable_time_fails_closed_and_is_reported_once(capsys, tmp_path):
+    records = _daily(date(2026, 8, 20), date(2026, 11, 30))
+    # The only use of ec2 by idle: its time cannot be read, so the call may be in the window.
+    records += [_call(date(2026, 11, 15), role="idle", eventTime=t) for t in ("2026/11/15", 5)]
+    rows = _ec2_rows(capsys, tmp_path, {"a.json": records})
+
+    assert [r["status"] for r in rows] == ["unknown"]
+    assert "2 CloudTrail records could not be read (no readable eventTime)" in rows[0]["reason"]
+    assert analyze_json.err.count("unreadable CloudTrail records") == 1
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"eventType": []},
+        {"userIdentity": {"type": ["AssumedRole"]}},
+        {"userIdentity": {"type": "AssumedRole", "sessionContext": "x"}},
+        {"userIdentity": {"type": "AssumedRole", "sessionContext": {"sessionIssuer": {"arn": 5}}}},
+        {"eventName": None},
+    ],
+)
+def test_a_record_of_the_wrong_shape_is_skipped_and_fails_closed(capsys, tmp_path, broken):
+    records = _daily(date(2026, 8, 20), date(2026, 11, 30))
+    records.append(_call(date(2026, 11, 15), role="idle", **broken))
+    rows = _ec2_rows(capsys, tmp_path, {"a.json": records})
+
+    assert [r["status"] for r in rows] == ["unknown"]
+    assert "CloudTrail record could not be read" in rows[0]["reason"]
+
+
+def test_deeply_nested_and_inflating_files_are_broken_not_fatal(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("bot.evidence.cloudtrail.MAX_FILE_BYTES", 300_000)
+    records = _daily(date(2026, 8, 20), date(2026, 11, 30))
+    bomb = gzip.compress(b" " * 400_000 + json.dumps({"Records": []}).encode())
+    deep = b'{"Records": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"
+    rows = _ec2_rows(
+        capsys,
+        tmp_path,
+        {"a.json": records, "bomb.json.gz": bomb, "deep.json": deep},
+    )
+
+    assert [r["status"] for r in rows] == ["unknown"]
+    assert (
+        "bomb.json.gz could not be read (larger than 300,000 bytes uncompressed)"
+        in rows[0]["reason"]
+    )
+    assert "deep.json could not be read (RecursionError)" in rows[0]["reason"]

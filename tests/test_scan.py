@@ -105,6 +105,17 @@ class Org:
         }
         return record
 
+    def heartbeat(self, start: datetime, end: datetime) -> list[dict]:
+        """Return an AWS service's call for each day from start to end: the trail was on."""
+        records = []
+        while start <= end:
+            record = copy.deepcopy(self.template)
+            record["eventTime"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+            record["userIdentity"] = {"type": "AWSService", "invokedBy": "ec2.amazonaws.com"}
+            records.append(record)
+            start += timedelta(days=1)
+        return records
+
     def deliver(self, account: str, prefix: str, at: datetime, records: list[dict]) -> None:
         stamp = at.strftime("%Y%m%dT%H%MZ")
         key = (
@@ -149,14 +160,15 @@ def org(realdata: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Org]:
         _mark_used(DATA, "data-loader", "orphan-job")
         org.session(DATA).client("s3").create_bucket(Bucket=f"trail-{DATA}")
 
-        # The trail speaks from before the window to its end.
+        # The trail speaks from before the window to its end, on every day of it.
         before = WINDOW_START - timedelta(minutes=30)
         late = AS_OF - timedelta(hours=3)
         org.deliver(
             PAYMENTS,
             "logs/",
             before,
-            [org.call(PAYMENTS, "checkout", "s3.amazonaws.com", "ListBuckets", before)],
+            [org.call(PAYMENTS, "checkout", "s3.amazonaws.com", "ListBuckets", before)]
+            + org.heartbeat(before, late),
         )
         org.deliver(
             PAYMENTS,
@@ -168,7 +180,8 @@ def org(realdata: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Org]:
             DATA,
             "",
             before,
-            [org.call(DATA, "data-loader", "sqs.amazonaws.com", "ListQueues", before)],
+            [org.call(DATA, "data-loader", "sqs.amazonaws.com", "ListQueues", before)]
+            + org.heartbeat(before, late),
         )
         org.deliver(
             DATA, "", late, [org.call(DATA, "data-loader", "sqs.amazonaws.com", "ListQueues", late)]

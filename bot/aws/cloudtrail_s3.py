@@ -11,6 +11,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bot.aws.session import AccountSession, error_code
+from bot.evidence import cloudtrail
 from bot.evidence.cloudtrail import TrailReadout
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,11 @@ def read_trail(session: AccountSession, *, since: datetime, until: datetime) -> 
         return readout
     for key in keys:
         try:
-            body = s3.get_object(Bucket=trail.bucket, Key=key)["Body"].read()
+            # Read no more than a log file may hold, so an outsized object cannot exhaust memory;
+            # one byte more is enough for the parser to call it broken.
+            body = s3.get_object(Bucket=trail.bucket, Key=key)["Body"].read(
+                cloudtrail.MAX_FILE_BYTES + 1
+            )
         except (ClientError, BotoCoreError) as exc:
             readout.broken_files.append(key)
             readout.problems.append(f"CloudTrail log file {key} not readable: {error_code(exc)}")

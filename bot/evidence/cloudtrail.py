@@ -3,18 +3,26 @@
 Log files come as S3 delivers them (`{"Records": [...]}`, gzipped or not) or as a bare JSON list
 of records. A file that cannot be parsed is skipped and reported; because it may hold anyone's
 calls, every piece of evidence from the same logs carries that problem, so the analysis fails
-closed instead of calling something unused that the lost file might have shown in use.
+closed instead of calling something unused that the lost file might have shown in use. A record
+that cannot be read (no readable time, an identity of the wrong shape) is a lost call in the
+same way, and fails the evidence closed too.
+
+The logs vouch only for days they hold records of: the covered time is the unbroken run of
+days with records that ends at the newest one, so a missing day (a trail switched off, files
+lost or never copied) ends the coverage instead of counting as a quiet day.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 import zlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,12 @@ IGNORED_CALLERS = frozenset({"AWSService", "AWSAccount", "Root", "IdentityCenter
 # Service events and sign-ins are not calls authorised by the caller's IAM policies.
 API_EVENT_TYPES = frozenset({"AwsApiCall", "AwsConsoleAction"})
 
+# CloudTrail delivers files of a few MB at most; a file that inflates far beyond that is not a
+# log file but a decompression bomb, and reading it whole would exhaust the scanner's memory.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+ONE_DAY = timedelta(days=1)
+
 # A principal's identity as CloudTrail and IAM can both name it: (kind, account, name).
 Identity = tuple[str, str, str]
 
@@ -38,21 +52,43 @@ class BrokenLogFile(ValueError):
     """A log file that is not CloudTrail JSON."""
 
 
-def parse_log_bytes(data: bytes) -> list[dict[str, Any]]:
-    """Return the records of one log file; raise BrokenLogFile if it cannot be read."""
+class MalformedRecord(ValueError):
+    """A record whose fields do not have CloudTrail's shapes; the message says which."""
+
+
+def _inflate(data: bytes) -> bytes:
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+        out = stream.read(MAX_FILE_BYTES + 1)
+    if len(out) > MAX_FILE_BYTES:
+        raise BrokenLogFile(f"larger than {MAX_FILE_BYTES:,} bytes uncompressed")
+    return out
+
+
+def parse_log_bytes(data: bytes) -> list[Any]:
+    """Return the records of one log file; raise BrokenLogFile if it cannot be read.
+
+    Entries that are not objects are returned as they are, so the reader can count them.
+    """
+    if len(data) > MAX_FILE_BYTES:
+        raise BrokenLogFile(f"larger than {MAX_FILE_BYTES:,} bytes")
     try:
         if data[:2] == GZIP_MAGIC:
-            data = gzip.decompress(data)
+            data = _inflate(data)
         doc = json.loads(data)
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        RecursionError,
+    ) as exc:
         raise BrokenLogFile(type(exc).__name__) from None
     if isinstance(doc, dict) and isinstance(doc.get("Records"), list):
-        records = doc["Records"]
-    elif isinstance(doc, list):
-        records = doc
-    else:
-        raise BrokenLogFile("no Records list")
-    return [r for r in records if isinstance(r, dict)]
+        return list(doc["Records"])
+    if isinstance(doc, list):
+        return doc
+    raise BrokenLogFile("no Records list")
 
 
 def identity_of_arn(arn: str) -> Identity | None:
@@ -70,23 +106,36 @@ def identity_of_arn(arn: str) -> Identity | None:
     return None
 
 
+def _field(holder: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    value = holder.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise MalformedRecord(f"{where}{name} is not a {kind.__name__}")
+    return value
+
+
 def caller_of(record: dict[str, Any]) -> Identity | None:
-    """Return the IAM role or user whose permissions a record's call used, if any."""
-    who = record.get("userIdentity")
-    if not isinstance(who, dict):
+    """Return the IAM role or user whose permissions a record's call used, if any.
+
+    Raise MalformedRecord when the identity has the wrong shape: it may be anyone's call.
+    """
+    who = _field(record, "userIdentity", dict, "")
+    if who is None:
         return None
-    kind = who.get("type")
+    kind = _field(who, "type", str, "userIdentity.")
     if kind in IGNORED_CALLERS or kind is None:
         return None
+    arn = _field(who, "arn", str, "userIdentity.") or ""
     if kind == "IAMUser":
-        return identity_of_arn(str(who.get("arn", "")))
-    issuer = (who.get("sessionContext") or {}).get("sessionIssuer") or {}
-    if isinstance(issuer, dict) and issuer.get("arn"):
+        return identity_of_arn(arn)
+    context = _field(who, "sessionContext", dict, "userIdentity.") or {}
+    issuer = _field(context, "sessionIssuer", dict, "userIdentity.sessionContext.") or {}
+    issuer_arn = _field(issuer, "arn", str, "userIdentity.sessionContext.sessionIssuer.")
+    if issuer_arn:
         # An assumed role's session and a federated user's session both spend the grants of
         # the role or user that issued them.
-        return identity_of_arn(str(issuer["arn"]))
+        return identity_of_arn(issuer_arn)
     if kind == "AssumedRole":
-        return identity_of_arn(str(who.get("arn", "")))
+        return identity_of_arn(arn)
     return None
 
 
@@ -97,9 +146,9 @@ def event_time(record: dict[str, Any]) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @dataclass
@@ -124,67 +173,113 @@ class TrailReadout:
     attributed: int = 0
     broken_files: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    covered_from: datetime | None = None
-    covered_to: datetime | None = None
+    # Records that could not be read, counted by why: reported once each, not per record.
+    skipped: Counter[str] = field(default_factory=Counter)
+    # The earliest record of every UTC day that has any: the days the logs can vouch for.
+    days: dict[date, datetime] = field(default_factory=dict)
+    newest: datetime | None = None
     usage: dict[Identity, _Usage] = field(default_factory=dict)
+
+    def add_broken(self, name: str, why: str) -> None:
+        """Record a log file that could not be read."""
+        self.broken_files.append(name)
+        self.problems.append(f"CloudTrail log file {name} could not be read ({why})")
+        log.warning("skipped broken CloudTrail log file %s: %s", name, why)
 
     def add_file(self, name: str, data: bytes) -> None:
         """Parse one log file and add its records; a broken file is recorded, not raised."""
         try:
             records = parse_log_bytes(data)
         except BrokenLogFile as exc:
-            self.broken_files.append(name)
-            self.problems.append(f"CloudTrail log file {name} could not be read ({exc})")
-            log.warning("skipped broken CloudTrail log file %s: %s", name, exc)
+            self.add_broken(name, str(exc))
             return
         self.files_read += 1
         self.add_records(records)
 
-    def add_records(self, records: Iterable[dict[str, Any]]) -> None:
-        """Add parsed records: widen the covered time and note each caller's use."""
+    def add_records(self, records: Iterable[Any]) -> None:
+        """Add parsed records: note the days they cover and each caller's use."""
         for record in records:
-            moment = event_time(record)
-            if moment is None:
-                continue
-            self.records += 1
-            if self.covered_from is None or moment < self.covered_from:
-                self.covered_from = moment
-            if self.covered_to is None or moment > self.covered_to:
-                self.covered_to = moment
-            if record.get("eventType", "AwsApiCall") not in API_EVENT_TYPES:
-                continue
-            caller = caller_of(record)
-            source, name = record.get("eventSource"), record.get("eventName")
-            if caller is None or not isinstance(source, str) or not isinstance(name, str):
-                continue
-            mapped = map_event(source, name)
-            if not mapped.permission:
-                continue
-            # A denied call still shows the workload needs the action, so it counts as use:
-            # keeping a grant is always the safe side.
-            self.attributed += 1
-            usage = self.usage.setdefault(caller, _Usage())
-            _later(usage.services, mapped.prefix, moment)
-            for action in mapped.actions:
-                _later(usage.actions, action, moment)
-            if not mapped.actions:
-                # An event that maps to no known action may stand for any action of its
-                # service, so the service is judged only as a whole.
-                usage.gaps.add(mapped.prefix)
+            try:
+                self._add(record)
+            except MalformedRecord as exc:
+                self.skipped[str(exc)] += 1
 
-    def _evidence(self, usage: _Usage | None, read_at: datetime) -> UsageEvidence:
-        return UsageEvidence(
-            source=SOURCE,
-            covered_from=self.covered_from,
-            covered_to=self.covered_to,
-            read_at=read_at,
-            services=dict(usage.services) if usage else {},
-            actions=dict(usage.actions) if usage else {},
-            action_gaps=set(usage.gaps) if usage else set(),
-            action_level=True,
-            data_events=self.data_events,
-            problems=list(self.problems),
-        )
+    def _add(self, record: Any) -> None:
+        if not isinstance(record, dict):
+            raise MalformedRecord("not a JSON object")
+        moment = event_time(record)
+        if moment is None:
+            raise MalformedRecord("no readable eventTime")
+        event_type = _field(record, "eventType", str, "") or "AwsApiCall"
+        caller = caller_of(record)
+        source, name = record.get("eventSource"), record.get("eventName")
+        if caller is not None and not (isinstance(source, str) and isinstance(name, str)):
+            raise MalformedRecord("a call with no eventSource or eventName")
+
+        self.records += 1
+        day = moment.date()
+        if day not in self.days or moment < self.days[day]:
+            self.days[day] = moment
+        if self.newest is None or moment > self.newest:
+            self.newest = moment
+        if event_type not in API_EVENT_TYPES or caller is None:
+            return
+        mapped = map_event(source, name)
+        if not mapped.permission:
+            return
+        # A denied call still shows the workload needs the action, so it counts as use:
+        # keeping a grant is always the safe side.
+        self.attributed += 1
+        usage = self.usage.setdefault(caller, _Usage())
+        _later(usage.services, mapped.prefix, moment)
+        for action in mapped.actions:
+            _later(usage.actions, action, moment)
+        if not mapped.actions:
+            # An event that maps to no known action may stand for any action of its
+            # service, so the service is judged only as a whole.
+            usage.gaps.add(mapped.prefix)
+
+    def _first_day(self) -> date | None:
+        if self.newest is None:
+            return None
+        day = self.newest.date()
+        while day > date.min and day - ONE_DAY in self.days:
+            day -= ONE_DAY
+        return day
+
+    @property
+    def covered_to(self) -> datetime | None:
+        """Return the newest record's time."""
+        return self.newest
+
+    @property
+    def covered_from(self) -> datetime | None:
+        """Return the start of the unbroken run of days with records that ends at the newest."""
+        first = self._first_day()
+        return self.days[first] if first else None
+
+    def gap(self) -> tuple[date, date] | None:
+        """Return the first and last day of the gap just before the covered run, if any."""
+        first = self._first_day()
+        if first is None:
+            return None
+        earlier = max((d for d in self.days if d < first), default=None)
+        return (earlier + ONE_DAY, first - ONE_DAY) if earlier is not None else None
+
+    def coverage_note(self) -> str | None:
+        """Say where the covered time starts and why, for the reason of an unknown."""
+        first, gap = self._first_day(), self.gap()
+        if gap is not None:
+            return f"no CloudTrail records from {gap[0]} to {gap[1]}"
+        return f"CloudTrail records start on {first}" if first else None
+
+    def all_problems(self) -> list[str]:
+        """Return every problem: broken files, unlistable buckets and unreadable records."""
+        skipped = [
+            f"{count} CloudTrail record{'s' if count > 1 else ''} could not be read ({why})"
+            for why, count in sorted(self.skipped.items())
+        ]
+        return self.problems + skipped
 
     def evidence_for(
         self, arns: Iterable[str], read_at: datetime | None = None
@@ -196,21 +291,39 @@ class TrailReadout:
         problems (if any) are passed on, so nobody is judged on them.
         """
         read_at = read_at or datetime.now(UTC)
+        problems = self.all_problems()
+        covered_from, note = self.covered_from, self.coverage_note()
         out: dict[str, list[UsageEvidence]] = {}
         for arn in arns:
-            identity = identity_of_arn(arn)
-            usage = self.usage.get(identity) if identity else None
-            if self.covered_from is None and not self.problems:
+            if covered_from is None and not problems:
                 out[arn] = []
                 continue
-            out[arn] = [self._evidence(usage, read_at)]
+            identity = identity_of_arn(arn)
+            usage = self.usage.get(identity) if identity else None
+            out[arn] = [
+                UsageEvidence(
+                    source=SOURCE,
+                    covered_from=covered_from,
+                    covered_to=self.newest,
+                    read_at=read_at,
+                    services=dict(usage.services) if usage else {},
+                    actions=dict(usage.actions) if usage else {},
+                    action_gaps=set(usage.gaps) if usage else set(),
+                    action_level=True,
+                    data_events=self.data_events,
+                    problems=list(problems),
+                    coverage_note=note,
+                )
+            ]
         return out
 
     def summary(self) -> str:
         """Return one line on what was read, for reports."""
         broken = f", {len(self.broken_files)} broken skipped" if self.broken_files else ""
+        unread = sum(self.skipped.values())
+        unread_text = f", {unread} unreadable records" if unread else ""
         return (
-            f"{self.files_read} CloudTrail files, {self.records} records, "
+            f"{self.files_read} CloudTrail files, {self.records} records{unread_text}, "
             f"{len(self.usage)} callers{broken}"
         )
 
@@ -230,6 +343,15 @@ def read_log_folder(folder: Path, *, data_events: bool = False) -> TrailReadout:
         readout.problems.append(f"CloudTrail folder {folder} does not exist")
         return readout
     for path in _log_files(folder):
-        readout.add_file(str(path.relative_to(folder)), path.read_bytes())
+        name = str(path.relative_to(folder))
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                readout.add_broken(name, f"larger than {MAX_FILE_BYTES:,} bytes")
+                continue
+            data = path.read_bytes()
+        except OSError as exc:
+            readout.add_broken(name, type(exc).__name__)
+            continue
+        readout.add_file(name, data)
     log.info("read CloudTrail folder: %s", readout.summary())
     return readout

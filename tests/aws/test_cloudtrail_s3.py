@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -91,3 +92,49 @@ def test_files_outside_the_window_are_not_read_and_every_page_is_followed(
     assert len(keys) == 2
     assert all(ACCOUNT + "/CloudTrail/" in k for k in keys)
     assert missing.files_read == 0 and "NoSuchBucket" in missing.problems[0]
+
+
+def _record(at: datetime) -> dict:
+    return {
+        "eventTime": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventSource": "sts.amazonaws.com",
+        "eventName": "GetCallerIdentity",
+        "eventType": "AwsApiCall",
+        "userIdentity": {"type": "IAMUser", "arn": f"arn:aws:iam::{ACCOUNT}:user/other"},
+    }
+
+
+def test_a_day_missing_from_the_bucket_ends_what_the_logs_cover(monkeypatch) -> None:
+    monkeypatch.setattr("bot.evidence.cloudtrail.MAX_FILE_BYTES", 10_000)
+    # Files for 1 to 5 September and 8 to 10 September: the 6th and 7th were never delivered.
+    days = [datetime(2026, 9, d, 12, tzinfo=UTC) for d in (1, 2, 3, 4, 5, 8, 9, 10)]
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="trail-bucket")
+        for at in days:
+            key = (
+                "org/"
+                + DAY.format(account=ACCOUNT).replace("2023/07/10", f"{at:%Y/%m/%d}")
+                + f"{ACCOUNT}_CloudTrail_us-east-1_{at:%Y%m%dT%H%MZ}_x.json"
+            )
+            s3.put_object(
+                Bucket="trail-bucket", Key=key, Body=json.dumps({"Records": [_record(at)]})
+            )
+        big = (
+            f"org/{DAY.format(account=ACCOUNT)}{ACCOUNT}_CloudTrail_us-east-1_20260910T1300Z_b.json"
+        )
+        s3.put_object(
+            Bucket="trail-bucket", Key=big.replace("2023/07/10", "2026/09/10"), Body=b" " * 20_000
+        )
+        session = AccountSession(_account(), boto3.Session(region_name="us-east-1"))
+        readout = read_trail(
+            session,
+            since=datetime(2026, 8, 31, tzinfo=UTC),
+            until=datetime(2026, 9, 11, tzinfo=UTC),
+        )
+
+    arn = f"arn:aws:iam::{ACCOUNT}:role/quiet"
+    (evidence,) = readout.evidence_for([arn])[arn]
+    assert evidence.covered_from == datetime(2026, 9, 8, 12, tzinfo=UTC)
+    assert evidence.coverage_note == "no CloudTrail records from 2026-09-06 to 2026-09-07"
+    assert len(readout.broken_files) == 1 and "larger than 10,000 bytes" in evidence.problems[0]
