@@ -342,6 +342,10 @@ class Change(Base):
     finished_at: Mapped[datetime | None]
     slack_channel: Mapped[str | None] = mapped_column(String(32))
     slack_ts: Mapped[str | None] = mapped_column(String(32))
+    # How many undos of this change were recorded. An undo claims the next number with a
+    # conditional UPDATE in the transaction that records it, so two undos asked for at the same
+    # moment cannot both go ahead, on PostgreSQL or SQLite.
+    undo_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     principal: Mapped[Principal] = relationship()
     decision: Mapped[Decision | None] = relationship()

@@ -123,6 +123,16 @@ class IamWriter:
         state["attached_to"] = entities
         return state
 
+    def find_policy(self, arn: str) -> dict[str, Any] | None:
+        """Return a managed policy's state, or None if it no longer exists."""
+        try:
+            return self.policy_state(arn)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "NoSuchEntity":
+                return None
+            raise IamWriteError(self.account_id, "read", code, "-", arn) from None
+
     def _group_state(self, group: str) -> dict[str, Any]:
         names = self._pages("list_group_policies", "PolicyNames", GroupName=group)
         inline = {

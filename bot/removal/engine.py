@@ -9,10 +9,12 @@ half-way reverses the steps already done, in reverse order.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from bot.aws.iam_write import IamWriteError
 from bot.db import Database
@@ -48,13 +50,19 @@ def record_plan(
     plan: Plan,
     before: dict[str, Any] | None,
     dry_run: bool,
+    claim: Callable[[Session], None] | None = None,
 ) -> int:
-    """Store a planned change with its before-state and steps in one transaction."""
+    """Store a planned change with its before-state and steps in one transaction.
+
+    claim runs first in that transaction; if it raises, nothing is recorded.
+    """
     change.steps = len(plan.steps)
     change.removed = list(plan.removed)
     change.kept = list(plan.kept)
     change.before_state = before
     with db.session() as session:
+        if claim is not None:
+            claim(session)
         session.add(change)
         session.flush()
         session.add(ChangeEvent(change_id=change.id, status="planned", step=0))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot.aws.iam_write import IamWriteError, IamWriter, validation_errors
@@ -29,6 +29,7 @@ from bot.removal import policy as P
 from bot.removal.plan import Plan, Step
 from bot.settings import Settings
 from bot.teams import Account as AccountSpec
+from bot.teams import account_id as valid_account_id
 from models import Account, Change, ChangeStep, Decision, Finding, Principal
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ class ChangeResult:
         if self.removed:
             more = len(self.removed) - SHOWN
             tail = f" and {more} more" if more > 0 else ""
-            lines.append(f"  removes: {', '.join(self.removed[:SHOWN])}{tail}")
+            label = "restores" if self.kind == "undo" else "removes"
+            lines.append(f"  {label}: {', '.join(self.removed[:SHOWN])}{tail}")
         for step in self.steps:
             lines.append(f"  {verb}: {step}")
         for kept in self.kept:
@@ -551,6 +553,16 @@ class _Run:
         self._guarded(change_id, lambda: engine.run(self.db, self.writer(spec), change_id))
 
 
+def _configured(settings: Settings, account_id: str) -> None:
+    """Raise PareError unless account_id is a well-formed account id in the teams file."""
+    try:
+        valid_account_id(account_id)
+    except ValueError as exc:
+        raise PareError(f"--account: {exc}") from None
+    if settings.teams.account(account_id) is None:
+        raise PareError(f"--account: account {account_id} is not configured in the teams file")
+
+
 def apply_approved(
     settings: Settings,
     db: Database,
@@ -567,6 +579,8 @@ def apply_approved(
 ) -> ApplyReport:
     """Apply every approved decision not yet applied (dry run unless committing); resume and
     finish earlier changes; post each real outcome in its digest's thread."""
+    for asked in accounts or []:
+        _configured(settings, asked)
     now = now or datetime.now(UTC)
     run = _Run(
         settings,
@@ -610,6 +624,88 @@ def _post_outcomes(settings: Settings, db: Database, report: ApplyReport, slack:
 
 # -- undo ------------------------------------------------------------------------------------
 
+# Row ids are PostgreSQL INTEGERs; a larger number names no change (and SQLite's driver
+# overflows on it rather than finding nothing).
+MAX_ROW_ID = 2**31 - 1
+COPY_GONE = "the trimmed copy was deleted outside Pare"
+POLICY_GONE = "the policy was deleted outside Pare, so nothing can be restored in it"
+
+
+class UndoClaimed(PareError):
+    """The change is being undone, or was undone already (by whom and when is named)."""
+
+
+@dataclass
+class _Undos:
+    """What earlier undos of one change did, read in the transaction that reads the change."""
+
+    seen: int
+    running: Change | None = None
+    everything: Change | None = None
+    restored: dict[str, Change] = field(default_factory=dict)
+    applied: list[int] = field(default_factory=list)
+
+
+def _earlier_undos(session: Session, target: Change) -> _Undos:
+    # target was read first: an undo recorded after that read moves undo_seq past `seen`,
+    # so the claim fails rather than two undos planning from the same picture.
+    undos = _Undos(seen=target.undo_seq)
+    children = session.scalars(
+        select(Change)
+        .where(Change.parent_id == target.id, Change.kind == "undo")
+        .order_by(Change.id)
+    )
+    for child in children:
+        if child.status in engine.UNFINISHED:
+            undos.running = child
+        elif child.status == "applied":
+            undos.applied.append(child.id)
+            if not child.only:
+                undos.everything = child
+            # An applied partial undo left every action it was asked for granted.
+            for action in child.only or target.removed:
+                undos.restored[action.lower()] = child
+    return undos
+
+
+def _by(undo: Change) -> str:
+    when = undo.created_at.isoformat(timespec="seconds")
+    return f"change {undo.id}, asked by {undo.requested_by or 'an unnamed caller'} at {when}"
+
+
+def _claimed_message(db: Database, target_id: int) -> str:
+    """Say who undid (or is undoing) a change, after losing the race to claim it."""
+    with db.session() as session:
+        latest = session.scalar(
+            select(Change)
+            .where(Change.parent_id == target_id, Change.kind == "undo")
+            .order_by(Change.id.desc())
+        )
+        if latest is None:
+            return f"change {target_id} is being undone by another request; try again"
+        if latest.status in engine.UNFINISHED:
+            return f"change {target_id} is already being undone by {_by(latest)}"
+        return f"change {target_id} was just undone by {_by(latest)} [{latest.status}]"
+
+
+def _claim(target_id: int, seen: int) -> Callable[[Session], None]:
+    """Return a claim that takes the change's next undo number, or raises if it is gone."""
+
+    def claim(session: Session) -> None:
+        # One conditional UPDATE: PostgreSQL makes a concurrent one wait for this transaction
+        # and then re-checks its WHERE; SQLite lets one writer in at a time. Either way only
+        # the first of two undos that read the same undo_seq matches a row.
+        taken = session.execute(
+            update(Change)
+            .where(Change.id == target_id, Change.undo_seq == seen)
+            .values(undo_seq=seen + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount != 1:
+            raise UndoClaimed(f"change {target_id}")
+
+    return claim
+
 
 def _done_steps(db: Database, change_id: int) -> list[ChangeStep]:
     with db.session() as session:
@@ -629,14 +725,23 @@ def _restore_plan(
     current: dict[str, Any],
     restore: set[str],
     undo_tag: int,
+    earlier: list[int],
+    whole: bool,
 ) -> Plan:
-    """Plan re-granting actions a trim removed, as the before-state granted them."""
+    """Plan re-granting actions a trim removed, as the before-state granted them.
+
+    earlier are the applied undos of the change: what they wrote is Pare's own, so a later
+    undo that restores the rest may put the original documents back exactly.
+    """
     cat = catalogue()
     plan = Plan()
     before = change.before_state or {}
     who = {"kind": current["kind"], "principal": current["name"]}
     steps = _done_steps(db, change.id)
-    copies = {s.params["copy_of"]: s.params["arn"] for s in steps if s.params.get("copy_of")}
+    since = [s for undo_id in earlier for s in _done_steps(db, undo_id)]
+    copies = {
+        s.params["copy_of"]: s.params["arn"] for s in steps + since if s.params.get("copy_of")
+    }
     for row in steps:
         p = row.params
         if row.op in ("put_inline", "delete_inline") and p.get("previous") is not None:
@@ -646,7 +751,12 @@ def _restore_plan(
             wanted = restore & missing
             if not wanted:
                 continue
-            exact = wanted == missing and P.canonical_equal(cur, p.get("doc"))
+            ours = [p.get("doc")] + [
+                s.params["doc"]
+                for s in since
+                if s.op == "put_inline" and s.params["policy"] == p["policy"]
+            ]
+            exact = wanted == missing and any(P.canonical_equal(cur, d) for d in ours)
             doc = old if exact else P.with_statements(cur, P.restore_statements(old, wanted, cat))
             plan.steps.append(
                 Step("put_inline", {**who, "policy": p["policy"], "doc": doc, "previous": cur})
@@ -657,18 +767,22 @@ def _restore_plan(
             old = next(
                 v["doc"] for v in before["managed"][arn]["versions"] if v["id"] == p["previous"]
             )
-            state = writer.policy_state(arn)
+            state = writer.find_policy(arn)
+            if state is None:
+                plan.keep(before["managed"][arn]["name"], POLICY_GONE)
+                continue
             cur_version = next(v for v in state["versions"] if v["default"])
             missing = P.grants(old, cat) - P.grants(cur_version["doc"], cat)
             wanted = restore & missing
             if not wanted:
                 continue
             ids = {v["id"] for v in state["versions"]}
-            if (
-                wanted == missing
-                and cur_version["id"] == row.result.get("version")
-                and p["previous"] in ids
-            ):
+            ours = {row.result.get("version")} | {
+                s.result.get("version")
+                for s in since
+                if s.op == "create_version" and s.params["arn"] == arn
+            }
+            if wanted == missing and cur_version["id"] in ours and p["previous"] in ids:
                 plan.steps.append(
                     Step(
                         "set_default",
@@ -684,19 +798,31 @@ def _restore_plan(
             plan.removed += sorted(wanted)
         elif row.op == "detach":
             arn = p["arn"]
+            original = before["managed"][arn]["name"]
             old = next(v["doc"] for v in before["managed"][arn]["versions"] if v["default"])
             copy = copies.get(arn)
             cur = None
+            gone = False
             if copy:
-                state = writer.policy_state(copy)
-                cur_version = next(v for v in state["versions"] if v["default"])
-                cur = cur_version["doc"]
+                state = writer.find_policy(copy)
+                if state is None:
+                    gone, copy = True, None
+                else:
+                    cur_version = next(v for v in state["versions"] if v["default"])
+                    cur = cur_version["doc"]
             missing = P.grants(old, cat) - P.grants(cur, cat)
             wanted = restore & missing
+            if gone:
+                why = f"{COPY_GONE}; {original} is attached again"
+                if not whole:
+                    why = f"{COPY_GONE}; what it kept is not restored: undo the whole change"
+                plan.keep(copies[arn], why)
             if not wanted:
                 continue
             plan.removed += sorted(wanted)
-            if wanted == missing:
+            # A whole undo puts the original back even when the copy lost more than the trim
+            # took (deleted or edited outside Pare): the before-state is what was asked for.
+            if wanted == missing or whole:
                 plan.steps.append(Step("attach", {**who, "arn": arn}))
                 if copy:
                     plan.steps += [
@@ -710,12 +836,13 @@ def _restore_plan(
                     Step("create_version", {"arn": copy, "doc": doc, "previous": cur_version["id"]})
                 )
             else:
-                name = planner.copy_name(before["managed"][arn]["name"], undo_tag)
+                name = planner.copy_name(original, undo_tag)
                 doc = P.with_statements(None, P.restore_statements(old, wanted, cat))
                 copy_arn = f"arn:aws:iam::{current['account_id']}:policy{planner.COPY_PATH}{name}"
                 plan.steps += [
                     Step("create_policy", {"name": name, "path": planner.COPY_PATH, "doc": doc}),
-                    Step("attach", {**who, "arn": copy_arn}),
+                    # copy_of lets a later undo find this copy and finish the job in it.
+                    Step("attach", {**who, "arn": copy_arn, "copy_of": arn}),
                 ]
     return plan
 
@@ -726,10 +853,38 @@ def _change_id(db: Database, value: int | str) -> int:
         change_id = int(value)
     except (TypeError, ValueError):
         raise FindingNotFound(f"no change {value!r}") from None
+    if not 0 < change_id <= MAX_ROW_ID:
+        raise FindingNotFound(f"no change {change_id}")
     with db.session() as session:
         if session.get(Change, change_id) is None:
             raise FindingNotFound(f"no change {change_id}")
     return change_id
+
+
+def _left_to_restore(
+    target_id: int, removed: list[str], undos: _Undos, wanted: set[str], plan: Plan
+) -> set[str]:
+    """Return what this undo is to restore, or raise UndoClaimed if nothing is left."""
+    if undos.running is not None:
+        raise UndoClaimed(f"change {target_id} is already being undone by {_by(undos.running)}")
+    if undos.everything is not None:
+        raise UndoClaimed(f"change {target_id} was already undone by {_by(undos.everything)}")
+    names = {a.lower(): a for a in removed}
+    left = set(names) - set(undos.restored)
+    if not left:
+        last = max(undos.restored.values(), key=lambda c: c.id)
+        raise UndoClaimed(
+            f"change {target_id} was already undone, in parts; the last by {_by(last)}"
+        )
+    if not wanted:
+        return left
+    for action in sorted(wanted - left):
+        plan.keep(names[action], f"already restored by {_by(undos.restored[action])}")
+    if not wanted & left:
+        raise UndoClaimed(
+            f"change {target_id}: " + "; ".join(f"{k['what']} was {k['why']}" for k in plan.kept)
+        )
+    return wanted & left
 
 
 def undo_change(
@@ -742,7 +897,11 @@ def undo_change(
     iam_clients: IamClients | None = None,
     slack: Any | None = None,
 ) -> ChangeResult:
-    """Restore a change's before-state, whole or only some actions; the undo is a change too."""
+    """Restore a change's before-state, whole or only some actions; the undo is a change too.
+
+    Partial undos compose: each restores what is still removed, and the change is undone
+    when all of it is restored. Only one undo of a change runs at a time.
+    """
     target_id = _change_id(db, change_id)
     with db.session() as session:
         target = session.get_one(Change, target_id)
@@ -751,31 +910,27 @@ def undo_change(
                 f"change {target_id} is {target.mode} {target.kind} [{target.status}]; only an "
                 "applied change can be undone"
             )
-        earlier = session.scalar(
-            select(Change.id).where(
-                Change.parent_id == target_id,
-                Change.kind == "undo",
-                Change.status.in_(("applied", *engine.UNFINISHED)),
-            )
-        )
+        undos = _earlier_undos(session, target)
         principal = target.principal
         account_id = principal.account.account_id
         pkind, pname = principal.kind, principal.name
-        removed = [a.lower() for a in target.removed]
-    if earlier is not None and not only:
-        raise PareError(f"change {target_id} was already undone by change {earlier}")
-    spec = settings.teams.account(account_id)
-    if spec is None:
-        raise PareError(f"account {account_id} is not in the teams file")
+        removed = list(target.removed)
     wanted = {a.lower() for a in only or []}
     if wanted and target.kind != "trim_permissions":
         raise PareError("--only names actions; it applies to removed permissions only")
-    if wanted - set(removed):
-        unknown = ", ".join(sorted(wanted - set(removed)))
-        raise PareError(f"change {target_id} did not remove: {unknown}")
+    unknown = wanted - {a.lower() for a in removed}
+    if unknown:
+        raise PareError(f"change {target_id} did not remove: {', '.join(sorted(unknown))}")
+    spec = settings.teams.account(account_id)
+    if spec is None:
+        raise PareError(f"account {account_id} is not in the teams file")
+    notes = Plan()
+    if target.kind == "trim_permissions":
+        restore = _left_to_restore(target_id, removed, undos, wanted, notes)
+    elif undos.running is not None or undos.applied:
+        _left_to_restore(target_id, removed, undos, set(), notes)
 
     writer = IamWriter((iam_clients or _default_clients)(spec), spec.id)
-    current = writer.read_state(pkind, pname) if target.kind != "delete_role" else None
     undo = Change(
         principal_id=target.principal_id,
         decision_id=target.decision_id,
@@ -786,19 +941,27 @@ def undo_change(
         only=sorted(wanted),
         requested_by=user,
     )
-    if target.kind == "trim_permissions":
-        plan = _restore_plan(db, writer, target, current or {}, wanted or set(removed), target_id)
-    else:
-        plan = Plan()
-        for row in reversed(_done_steps(db, target_id)):
-            back = planner.inverse(Step(row.op, row.params), row.result)
-            if not back and row.op == "delete_key":
-                plan.keep(row.params["key"], "a deleted access key cannot be brought back")
-            plan.steps += back
-        plan.removed = list(target.removed)
-        if target.kind == "delete_login_profile":
-            plan.keep("console password", PASSWORD_NOTE)
-    change_id_new = engine.record_plan(db, undo, plan, current, dry_run=False)
+    current = None
+    try:
+        current = writer.read_state(pkind, pname) if target.kind != "delete_role" else None
+        if target.kind == "trim_permissions":
+            whole = not wanted
+            plan = _restore_plan(
+                db, writer, target, current or {}, restore, target_id, undos.applied, whole
+            )
+        else:
+            plan = _reverse_plan(db, target)
+    except IamWriteError as exc:
+        # Recorded, not raised: the undo's outcome and its reason stay in the history.
+        plan = Plan(refused=str(exc))
+    plan.kept = notes.kept + plan.kept
+    try:
+        change_id_new = engine.record_plan(
+            db, undo, plan, current, dry_run=False, claim=_claim(target_id, undos.seen)
+        )
+    except UndoClaimed:
+        log.info("undo lost the claim: change=%s user=%s", target_id, user)
+        raise UndoClaimed(_claimed_message(db, target_id)) from None
     log.info("undo requested: change=%s undo=%s user=%s", target_id, change_id_new, user)
     try:
         engine.run(db, writer, change_id_new)
@@ -807,6 +970,20 @@ def undo_change(
         if slack is not None or settings.slack_bot_token is not None:
             _post_outcomes(settings, db, ApplyReport([result]), slack)
     return result
+
+
+def _reverse_plan(db: Database, target: Change) -> Plan:
+    """Plan reversing every done step of a change that is not a trim, last first."""
+    plan = Plan()
+    for row in reversed(_done_steps(db, target.id)):
+        back = planner.inverse(Step(row.op, row.params), row.result)
+        if not back and row.op == "delete_key":
+            plan.keep(row.params["key"], "a deleted access key cannot be brought back")
+        plan.steps += back
+    plan.removed = list(target.removed)
+    if target.kind == "delete_login_profile":
+        plan.keep("console password", PASSWORD_NOTE)
+    return plan
 
 
 def may_undo(db: Database, change_id: int | str, user: str, admins: tuple[str, ...]) -> None:
