@@ -49,7 +49,28 @@ def parse_time(value: object) -> datetime | None:
             return None
     else:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        return None
+
+
+def last_used_time(value: object, what: str, problems: list[str]) -> datetime | None:
+    """Return a last-used date, None for "never"; note a value that is no date in problems.
+
+    An unreadable date is not "never used": read as None it would make a principal in daily
+    use look idle, so it is reported and the principal fails closed instead.
+    """
+    if value is None or isinstance(value, datetime):
+        return parse_time(value)
+    if isinstance(value, str):
+        if value.strip() in NO_DATE:
+            return None
+        moment = parse_time(value)
+        if moment is not None:
+            return moment
+    problems.append(f"{what} {str(value)[:40]!r} is not a date")
+    return None
 
 
 def policy_document(value: object) -> dict[str, Any]:
@@ -105,6 +126,71 @@ def normalise(details: dict[str, Any]) -> dict[str, Any]:
         if alias in out and name not in out:
             out[name] = out.pop(alias)
     return out
+
+
+# What each list of the document holds: the name field that identifies an entry, and its
+# fields that must be lists of objects (or of strings, for GroupList).
+ENTITY_LISTS = {
+    "RoleDetailList": "RoleName",
+    "UserDetailList": "UserName",
+    "GroupDetailList": "GroupName",
+    "Policies": "PolicyName",
+}
+OBJECT_LISTS = (
+    "RolePolicyList",
+    "UserPolicyList",
+    "GroupPolicyList",
+    "AttachedManagedPolicies",
+    "Tags",
+    "PolicyVersionList",
+)
+
+
+def _objects(value: object, where: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ExportError(f"{where} is not a list")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ExportError(f"{where}[{i}] is not an object")
+    return value
+
+
+def check_shape(details: dict[str, Any]) -> None:
+    """Raise ExportError naming the entity whose fields do not have the export's shapes.
+
+    A half-understood export is refused whole rather than skipped in part: a principal
+    dropped silently would look to the reader like one with nothing to report.
+    """
+    for list_name, name_field in ENTITY_LISTS.items():
+        for i, entity in enumerate(_objects(details.get(list_name), list_name)):
+            name = entity.get(name_field) or entity.get("Arn")
+            where = f"{list_name}[{i}]" + (f" ({str(name)[:80]})" if name else "")
+            needed = ("Arn",) if list_name == "Policies" else (name_field,)
+            if list_name in ("RoleDetailList", "UserDetailList"):
+                needed = (name_field, "Arn")
+            for key in needed:
+                if not isinstance(entity.get(key), str) or not entity[key]:
+                    raise ExportError(f"{where} has no {key}")
+            for field_name in OBJECT_LISTS:
+                items = _objects(entity.get(field_name), f"{where} {field_name}")
+                for j, item in enumerate(items):
+                    wanted = {"AttachedManagedPolicies": "PolicyArn", "Tags": "Key"}
+                    key = wanted.get(field_name)
+                    if key and not isinstance(item.get(key), str):
+                        raise ExportError(f"{where} {field_name}[{j}] has no {key}")
+            groups = entity.get("GroupList")
+            if groups is not None and (
+                not isinstance(groups, list) or not all(isinstance(g, str) for g in groups)
+            ):
+                raise ExportError(f"{where} GroupList is not a list of group names")
+            boundary = entity.get("PermissionsBoundary")
+            if boundary is not None and not isinstance(boundary, dict):
+                raise ExportError(f"{where} PermissionsBoundary is not an object")
+    report = details.get("CredentialReport")
+    if report is not None:
+        _objects(report, "CredentialReport")
 
 
 class _Builder:
@@ -221,15 +307,22 @@ class _Builder:
                 for ref in group.get("AttachedManagedPolicies") or []
             ]
         record.policies = [p for p in policies if p is not None]
+        problems = record.read_problems
         if kind == "role":
             last = entity.get("RoleLastUsed")
             # An export without RoleLastUsed at all says nothing; an empty one says "never".
             record.last_used_known = last is not None
-            if last:
-                record.last_used_at = parse_time(last.get("LastUsedDate"))
+            if last is not None and not isinstance(last, dict):
+                problems.append("RoleLastUsed is not an object")
+            elif last:
+                record.last_used_at = last_used_time(
+                    last.get("LastUsedDate"), "RoleLastUsed.LastUsedDate", problems
+                )
                 record.last_used_region = last.get("Region")
         else:
-            record.last_used_at = parse_time(entity.get("PasswordLastUsed"))
+            record.last_used_at = last_used_time(
+                entity.get("PasswordLastUsed"), "PasswordLastUsed", problems
+            )
         return record
 
     def build(self) -> list[PrincipalRecord]:
@@ -252,7 +345,7 @@ def user_last_used(record: PrincipalRecord) -> datetime | None:
     return max(moments, default=None)
 
 
-def _key(row: dict[str, str], n: int) -> AccessKey | None:
+def _key(row: dict[str, str], n: int, problems: list[str]) -> AccessKey | None:
     if row.get(f"access_key_{n}_active") not in ("true", "false"):
         return None
     rotated = row.get(f"access_key_{n}_last_rotated", "N/A")
@@ -264,17 +357,27 @@ def _key(row: dict[str, str], n: int) -> AccessKey | None:
         key_id=f"{row.get('user', '')}#key{n}",
         status="Active" if row[f"access_key_{n}_active"] == "true" else "Inactive",
         created_at=parse_time(rotated),
-        last_used_at=parse_time(row.get(f"access_key_{n}_last_used_date")),
+        last_used_at=last_used_time(
+            row.get(f"access_key_{n}_last_used_date"),
+            f"credential report access_key_{n}_last_used_date",
+            problems,
+        ),
         last_used_service=None if service in NO_DATE else service,
     )
 
 
-def report_keys(row: dict[str, str]) -> list[AccessKey]:
-    """Return a credential-report row's access keys (key ids stand in as `user#keyN`)."""
-    return [k for k in (_key(row, 1), _key(row, 2)) if k is not None]
+def report_keys(row: dict[str, str], problems: list[str] | None = None) -> list[AccessKey]:
+    """Return a credential-report row's access keys (key ids stand in as `user#keyN`).
+
+    A last-used date that is no date is noted in `problems` (the principal's read problems).
+    """
+    problems = [] if problems is None else problems
+    return [k for k in (_key(row, 1, problems), _key(row, 2, problems)) if k is not None]
 
 
-def report_login_profile(row: dict[str, str]) -> LoginProfile | None:
+def report_login_profile(
+    row: dict[str, str], problems: list[str] | None = None
+) -> LoginProfile | None:
     """Return a credential-report row's console password, or None if it has none."""
     if row.get("password_enabled") != "true":
         return None
@@ -282,7 +385,11 @@ def report_login_profile(row: dict[str, str]) -> LoginProfile | None:
     # from which it could be judged, so a recently reset password is too new, not unused.
     return LoginProfile(
         created_at=parse_time(row.get("password_last_changed")),
-        last_used_at=parse_time(row.get("password_last_used")),
+        last_used_at=last_used_time(
+            row.get("password_last_used"),
+            "credential report password_last_used",
+            [] if problems is None else problems,
+        ),
     )
 
 
@@ -298,8 +405,8 @@ def apply_credential_report(
         if row is None:
             record.last_used_known = False
             continue
-        record.access_keys = report_keys(row)
-        record.login_profile = report_login_profile(row)
+        record.access_keys = report_keys(row, record.read_problems)
+        record.login_profile = report_login_profile(row, record.read_problems)
         record.last_used_at = user_last_used(record)
         record.last_used_known = True
 
@@ -324,12 +431,19 @@ def load_export(path: Path) -> list[PrincipalRecord]:
         details = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExportError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ExportError(f"{path}: not readable JSON ({type(exc).__name__})") from None
     if not isinstance(details, dict) or not any(
         k in details for k in ("RoleDetailList", "UserDetailList", "AccountRoles", "AccountUsers")
     ):
         raise ExportError(f"{path}: not `aws iam get-account-authorization-details` output")
-    records = principals_from_export(details)
+    try:
+        check_shape(normalise(details))
+        records = principals_from_export(details)
+    except ExportError as exc:
+        raise ExportError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as exc:
+        # A shape check_shape does not know yet: still one line naming the file, no traceback.
+        raise ExportError(f"{path}: unexpected shape ({type(exc).__name__}: {exc})") from None
     log.info("read export %s: %d principals", path.name, len(records))
     return records

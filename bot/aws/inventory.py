@@ -167,7 +167,7 @@ class _Reader:
 
     def from_report(self, record: PrincipalRecord, row: dict[str, str]) -> None:
         """Fill a user's keys and password from its report row, asking IAM only for key ids."""
-        slots = report_keys(row)
+        slots = report_keys(row, record.read_problems)
         keys: list[AccessKey] = []
         if slots:
             # The report names keys by slot; their ids come from the key list, matched on the
@@ -183,7 +183,7 @@ class _Reader:
                     replace(slot, key_id=meta["AccessKeyId"], status=meta.get("Status", "Active"))
                 )
         record.access_keys = keys
-        record.login_profile = report_login_profile(row)
+        record.login_profile = report_login_profile(row, record.read_problems)
 
     def _login_profile(self, record: PrincipalRecord) -> None:
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.aws.export import ExportError, build_principals, load_export
+from bot.cli import main
 from bot.domain import PrincipalRecord
 
 CLOUDSPLAINING = "aws_api_responses/cloudsplaining-examples/example.json"
@@ -165,3 +166,109 @@ def test_a_managed_policy_version_younger_than_the_window_makes_its_grants_too_n
         exclusions=Exclusions(),
     )
     assert "unused" in {f.status for f in later.findings}
+
+
+ROLE_ARN = "arn:aws:iam::111122223333:role/r"
+USER_ARN = "arn:aws:iam::111122223333:user/u"
+
+
+def _role(**fields: object) -> dict:
+    role = {
+        "RoleName": "r",
+        "Arn": ROLE_ARN,
+        "Path": "/",
+        "CreateDate": "2020-01-01T00:00:00Z",
+        "RolePolicyList": [
+            {
+                "PolicyName": "p",
+                "PolicyDocument": {"Statement": [{"Effect": "Allow", "Action": "*"}]},
+            }
+        ],
+        "AttachedManagedPolicies": [],
+        "Tags": [],
+    }
+    role.update(fields)
+    return role
+
+
+def _analyze(capsys, tmp_path: Path, export: dict) -> tuple[int, list[dict], str]:
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    code = main(
+        ["analyze", "--json", "--authorization-details", str(path), "--as-of", "2026-12-01"]
+    )
+    out = capsys.readouterr()
+    return code, json.loads(out.out) if code == 0 else [], out.err
+
+
+@pytest.mark.parametrize(
+    "last_used",
+    [
+        {"LastUsedDate": "not-a-date"},
+        {"LastUsedDate": "2026-13-45T00:00:00Z"},
+        {"LastUsedDate": 1700000000},
+        "yesterday",
+    ],
+)
+def test_an_unreadable_role_last_used_is_unknown_not_never_used(capsys, tmp_path, last_used):
+    code, rows, _ = _analyze(capsys, tmp_path, {"RoleDetailList": [_role(RoleLastUsed=last_used)]})
+
+    assert code == 0
+    assert [(r["kind"], r["status"]) for r in rows] == [("unused_role", "unknown")]
+    assert "RoleLastUsed" in rows[0]["reason"] and "Never used" not in rows[0]["reason"]
+
+
+def test_unreadable_credential_report_dates_are_unknown_not_never_used(capsys, tmp_path):
+    user = {"UserName": "u", "Arn": USER_ARN, "CreateDate": "2020-01-01T00:00:00Z"}
+    row = {
+        "user": "u",
+        "arn": USER_ARN,
+        "password_enabled": "true",
+        "password_last_changed": "2020-01-01T00:00:00+00:00",
+        "password_last_used": "garbage",
+        "access_key_1_active": "true",
+        "access_key_1_last_rotated": "2020-01-01T00:00:00+00:00",
+        "access_key_1_last_used_date": "13/45/2026",
+    }
+    export = {"UserDetailList": [user], "CredentialReport": [row]}
+    code, rows, _ = _analyze(capsys, tmp_path, export)
+
+    assert code == 0 and rows and all(r["status"] == "unknown" for r in rows)
+    assert "access_key_1_last_used_date '13/45/2026' is not a date" in rows[0]["reason"]
+    assert "password_last_used 'garbage' is not a date" in rows[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("export", "named"),
+    [
+        ({"RoleDetailList": [{"RoleName": "x"}]}, "RoleDetailList[0] (x) has no Arn"),
+        ({"RoleDetailList": ["x", 5]}, "RoleDetailList[0] is not an object"),
+        ({"RoleDetailList": "abc"}, "RoleDetailList is not a list"),
+        ({"RoleDetailList": [_role(Tags=["Key"])]}, "(r) Tags[0] is not an object"),
+        (
+            {"RoleDetailList": [_role(AttachedManagedPolicies=[{"PolicyName": "x"}])]},
+            "(r) AttachedManagedPolicies[0] has no PolicyArn",
+        ),
+        (
+            {"UserDetailList": [{"UserName": "u", "Arn": USER_ARN, "GroupList": [{"a": 1}]}]},
+            "(u) GroupList is not a list of group names",
+        ),
+        ({"RoleDetailList": [_role()], "Policies": ["junk"]}, "Policies[0] is not an object"),
+        ({"RoleDetailList": [], "CredentialReport": ["x"]}, "CredentialReport[0] is not an object"),
+    ],
+)
+def test_a_misshapen_export_is_one_line_naming_file_and_entity(capsys, tmp_path, export, named):
+    code, _, err = _analyze(capsys, tmp_path, export)
+
+    assert code == 2
+    (line,) = [line for line in err.splitlines() if line.startswith("pare:")]
+    assert line.startswith(f"pare: {tmp_path / 'export.json'}: ") and line.endswith(named)
+    assert "Traceback" not in err
+
+
+def test_deeply_nested_json_is_not_readable_json(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"RoleDetailList": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+    with pytest.raises(ExportError, match="deep.json: not readable JSON"):
+        load_export(path)
