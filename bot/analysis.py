@@ -147,6 +147,14 @@ def granted_actions(
     return grants
 
 
+def _tracked(sources: list[UsageEvidence], service: str, grant: Grant) -> bool:
+    """Say whether any source records the use of this action one by one."""
+    action = grant.action.lower()
+    return any(
+        service not in e.tracked_actions or action in e.tracked_actions[service] for e in sources
+    )
+
+
 def _covers(evidence: UsageEvidence, start: datetime, end: datetime) -> bool:
     if evidence.covered_from is None or evidence.covered_to is None:
         return False
@@ -403,6 +411,26 @@ class _Judge:
             else:
                 judgeable.append(grant)
 
+        # Action-level evidence wins where it exists; a service seen used only through events
+        # that name no single action, or only by service-level sources, keeps every action.
+        action_sources = [
+            e
+            for e in sources
+            if e.action_level
+            and service not in e.action_gaps
+            and service not in e.service_level_only
+        ]
+        gap = any(
+            service in e.action_gaps and e.services.get(service, self.start) > self.start
+            for e in sources
+        )
+        untracked: list[Grant] = []
+        if used_in_window and not gap and action_sources:
+            # Access Advisor records only some actions of a service one by one; an action no
+            # source records may have been used without a trace, so it is not judged alone.
+            untracked = [g for g in judgeable if not _tracked(action_sources, service, g)]
+            judgeable = [g for g in judgeable if _tracked(action_sources, service, g)]
+
         if too_new:
             self._kept(
                 service,
@@ -411,13 +439,23 @@ class _Judge:
                 f"Granted by a policy attached within the last {self.window_days} days.",
                 source_name,
             )
-        if unseeable:
+        if unseeable or untracked:
+            reasons = []
+            if unseeable:
+                reasons.append(
+                    "No log or last-accessed record can show these used "
+                    "(permission-only actions, or data events the trail does not log)."
+                )
+            if untracked:
+                reasons.append(
+                    f"{source_name} does not record the use of "
+                    f"{len(untracked)} of them one by one, and {service} was used."
+                )
             self._kept(
                 service,
-                unseeable,
+                sorted(unseeable + untracked, key=lambda g: g.action.lower()),
                 "unknown",
-                "No log or last-accessed record can show these used "
-                "(permission-only actions, or data events the trail does not log).",
+                " ".join(reasons),
                 source_name,
             )
         if not judgeable:
@@ -449,19 +487,6 @@ class _Judge:
             )
             return
 
-        # Action-level evidence wins where it exists; a service seen used only through events
-        # that name no single action, or only by service-level sources, keeps every action.
-        action_sources = [
-            e
-            for e in sources
-            if e.action_level
-            and service not in e.action_gaps
-            and service not in e.service_level_only
-        ]
-        gap = any(
-            service in e.action_gaps and e.services.get(service, self.start) > self.start
-            for e in sources
-        )
         if gap or not action_sources:
             return
         used = {

@@ -23,6 +23,8 @@ from bot.teams import Exclusions
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_DAYS = 90
+# Nothing was logged before AWS began; earlier dates would also push the window out of range.
+EARLIEST_AS_OF = date(2006, 1, 1)
 
 
 def load_access_advisor(path: Path) -> dict[str, UsageEvidence]:
@@ -31,7 +33,7 @@ def load_access_advisor(path: Path) -> dict[str, UsageEvidence]:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PareError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PareError(f"{path}: not readable JSON ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise PareError(f"{path}: expected an object mapping principal ARNs to job results")
@@ -47,9 +49,24 @@ def _as_of(text: str | None) -> datetime:
     if not text:
         return datetime.now(UTC)
     try:
-        return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+        day = date.fromisoformat(text)
     except ValueError:
         raise PareError(f"--as-of {text!r} is not a date like 2026-12-04") from None
+    if day < EARLIEST_AS_OF:
+        raise PareError(f"--as-of {text!r} is before AWS existed ({EARLIEST_AS_OF} or later)")
+    return datetime.combine(day, datetime.min.time(), UTC)
+
+
+def _window_days(value: int | None) -> int:
+    if value is None:
+        text = os.environ.get("PARE_WINDOW_DAYS") or str(DEFAULT_WINDOW_DAYS)
+        try:
+            value = int(text)
+        except ValueError:
+            raise PareError(f"PARE_WINDOW_DAYS {text[:20]!r} is not a number of days") from None
+    if not 1 <= value <= 400:
+        raise PareError("--window-days must be between 1 and 400 (AWS keeps 400 days)")
+    return value
 
 
 def run(
@@ -143,11 +160,7 @@ def print_table(results: list[PrincipalAnalysis], out: TextIO, status: str | Non
 
 def run_analyze(args: argparse.Namespace) -> int:
     """Run `pare analyze` from parsed arguments."""
-    window = args.window_days
-    if window is None:
-        window = int(os.environ.get("PARE_WINDOW_DAYS") or DEFAULT_WINDOW_DAYS)
-    if not 1 <= window <= 400:
-        raise PareError("--window-days must be between 1 and 400 (AWS keeps 400 days)")
+    window = _window_days(args.window_days)
     results = run(
         args.authorization_details,
         access_advisor=args.access_advisor,

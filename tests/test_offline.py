@@ -283,3 +283,23 @@ def test_deeply_nested_and_inflating_files_are_broken_not_fatal(capsys, tmp_path
         in rows[0]["reason"]
     )
     assert "deep.json could not be read (RecursionError)" in rows[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({"PARE_WINDOW_DAYS": "abc"}, [], "pare: PARE_WINDOW_DAYS 'abc' is not a number of days"),
+        ({}, ["--as-of", "0001-01-01"], "pare: --as-of '0001-01-01' is before AWS existed"),
+        ({}, ["--as-of", "2026-02-30"], "pare: --as-of '2026-02-30' is not a date"),
+    ],
+)
+def test_bad_settings_are_one_line_not_a_traceback(
+    capsys, tmp_path, monkeypatch, env, args, message
+):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    export = _idle_export(tmp_path)
+
+    assert main(["analyze", "--authorization-details", str(export), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -97,9 +97,57 @@ def test_action_level_data_wins_for_tracked_services(realdata):
             entry["TrackedActionsLastAccessed"] = [
                 {"ActionName": "ListAllMyBuckets", "LastAccessedTime": "2020-02-01T00:00:00Z"},
                 {"ActionName": "GetObject"},
+                {"ActionName": "ListBucket"},
             ]
     principal = jenkins(["s3:ListAllMyBuckets", "s3:ListBucket", "ecr:PutImage"])
     result = judge(principal, from_last_accessed(body))
 
     unused = {f.service: f.actions for f in result.findings if f.status == "unused"}
     assert unused == {"s3": ["s3:ListBucket"]}
+
+
+def test_an_action_access_advisor_does_not_track_is_unknown_not_unused(realdata):
+    body = details(realdata, JobType="ACTION_LEVEL")
+    for entry in body["ServicesLastAccessed"]:
+        if entry["ServiceNamespace"] == "s3":
+            entry["LastAuthenticated"] = "2020-02-01T00:00:00+00:00"
+            entry["TrackedActionsLastAccessed"] = [
+                {"ActionName": "CreateBucket", "LastAccessedTime": "2020-02-01T00:00:00Z"},
+                {"ActionName": "DeleteBucket"},
+            ]
+    grants = ["s3:CreateBucket", "s3:DeleteBucket", "s3:GetBucketPolicy", "s3:ListAllMyBuckets"]
+    result = judge(jenkins(grants), from_last_accessed(body))
+
+    by_status = {f.status: f for f in result.findings if f.service == "s3"}
+    # DeleteBucket is tracked and unused; the two untracked actions may have been used.
+    assert by_status["unused"].actions == ["s3:DeleteBucket"]
+    assert by_status["unknown"].actions == ["s3:GetBucketPolicy", "s3:ListAllMyBuckets"]
+    assert "does not record the use of 2 of them one by one" in by_status["unknown"].reason
+
+
+def test_an_unreadable_last_accessed_answer_fails_closed_without_a_traceback(realdata):
+    s3 = {
+        "ServiceNamespace": "s3",
+        "LastAuthenticated": "2020-02-01T00:00:00Z",
+        "TrackedActionsLastAccessed": [{"LastAccessedTime": "2020-02-01T00:00:00Z"}],
+    }
+    bodies = {
+        "JobCompletionDate 'soon' is not a date": details(realdata, JobCompletionDate="soon"),
+        "LastAuthenticated 'yesterday' is not a date": details(
+            realdata, ServicesLastAccessed=[{**s3, "LastAuthenticated": "yesterday"}]
+        ),
+        "last-accessed job FAILED boom": details(realdata, JobStatus="FAILED", Error="boom"),
+        "a tracked action has no ActionName": details(
+            realdata, JobType="ACTION_LEVEL", ServicesLastAccessed=[s3]
+        ),
+        "a ServicesLastAccessed entry is not an object": details(
+            realdata, ServicesLastAccessed=["s3"]
+        ),
+        "ServicesLastAccessed is not a list": details(realdata, ServicesLastAccessed={"s3": 1}),
+    }
+    for problem, body in bodies.items():
+        result = judge(jenkins(["s3:*"]), from_last_accessed(body))
+
+        assert result.data_state == "incomplete"
+        assert problem in result.data_reason
+        assert all(f.status != "unused" for f in result.findings)
