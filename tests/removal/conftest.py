@@ -3,6 +3,7 @@ can be made to crash after any write."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import moto.iam.models as moto_iam
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
@@ -62,6 +64,12 @@ TRUST = json.dumps(
 )
 
 
+# The AWS managed policies the tests attach (AWSDenyAll through the quarantine), with moto's
+# real documents. moto builds every one of its 1,300 for each IAM backend it creates, a dozen
+# per test, which was half of each test's time; the others are never read here.
+USED_AWS_MANAGED = ("AmazonS3ReadOnlyAccess", "AWSDenyAll")
+
+
 class Crash(Exception):
     """The process dying right after AWS acted, before Pare recorded it."""
 
@@ -111,6 +119,9 @@ class World:
     client: CrashingIam | None = None
     now: datetime = NOW
     violations: list[str] = field(default_factory=list)
+    # One boto3 session for every read: each new session parses botocore's service models
+    # again, a tenth of a second a time.
+    base: boto3.Session | None = None
 
     # -- building ------------------------------------------------------------------------------
 
@@ -123,7 +134,7 @@ class World:
         self.used[f"arn:aws:iam::{ACCOUNT}:role/{name}"] = {a.lower() for a in used or set()}
 
     def reader(self, spec: AccountSpec, as_of: datetime, window_days: int) -> AccountRead:
-        principals = read_account(open_account(spec)).principals
+        principals = read_account(open_account(spec, base=self.base)).principals
         evidence = {}
         for p in principals:
             actions = {a: as_of - timedelta(days=3) for a in self.used.get(p.arn, set())}
@@ -218,6 +229,13 @@ class World:
         )
 
 
+@functools.cache
+def _used_managed_policies() -> str:
+    """Return moto's AWS managed policy data cut to the policies these tests attach."""
+    every = json.loads(moto_iam.aws_managed_policies_data)
+    return json.dumps({name: every[name] for name in USED_AWS_MANAGED})
+
+
 @pytest.fixture
 def world(
     tmp_path: Path,
@@ -229,8 +247,10 @@ def world(
     # listing, the inventory fetches the attached ones one by one (its own fallback).
     filtered = [f for f in inventory.LISTING_FILTER if f != "AWSManagedPolicy"]
     monkeypatch.setattr(inventory, "LISTING_FILTER", filtered)
+    monkeypatch.setattr(moto_iam, "aws_managed_policies_data", _used_managed_policies())
     teams = tmp_path / "teams.yaml"
     teams.write_text(TEAMS_YAML, encoding="utf-8")
     settings = Settings(DATABASE_URL=db.url, PARE_TEAMS_FILE=teams, PARE_WINDOW_DAYS=90)
     with mock_aws(config={"iam": {"load_aws_managed_policies": True}}):
-        yield World(settings, db, boto3.client("iam", region_name="us-east-1"))
+        base = boto3.Session()
+        yield World(settings, db, base.client("iam", region_name="us-east-1"), base=base)
