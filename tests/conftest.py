@@ -16,8 +16,7 @@ from bot.settings import normalise_database_url
 
 # Real inputs live beside the checkout (../shared/realdata); PARE_REALDATA points elsewhere.
 REALDATA = Path(
-    os.environ.get("PARE_REALDATA")
-    or Path(__file__).resolve().parents[2] / "shared" / "realdata"
+    os.environ.get("PARE_REALDATA") or Path(__file__).resolve().parents[2] / "shared" / "realdata"
 ).resolve()
 
 

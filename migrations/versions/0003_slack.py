@@ -19,9 +19,7 @@ def upgrade() -> None:
     with op.batch_alter_table("digests", schema=None) as batch_op:
         batch_op.add_column(sa.Column("summary", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("claimed_by", sa.String(length=128), nullable=True))
-        batch_op.add_column(
-            sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True)
-        )
+        batch_op.add_column(sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True))
 
     op.create_table(
         "revocations",
