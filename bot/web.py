@@ -25,6 +25,8 @@ from bot.slack.app import build_app
 
 log = logging.getLogger(__name__)
 
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
 # Slack's own replay window; Bolt applies the same one.
@@ -148,7 +150,14 @@ def serve_in_thread(wsgi: WsgiApp, port: int = 0, threads: int = 8) -> RunningSe
     from waitress.server import create_server
 
     sockets: dict[int, Any] = {}
-    server = create_server(wsgi, map=sockets, host="127.0.0.1", port=port, threads=threads)
+    server = create_server(
+        wsgi,
+        map=sockets,
+        host="127.0.0.1",
+        port=port,
+        threads=threads,
+        max_request_body_size=MAX_BODY_BYTES,
+    )
     stopping = threading.Event()
 
     def run() -> None:
@@ -193,7 +202,16 @@ def serve(settings: Settings, port: int | None = None, with_scheduler: bool = Tr
     with _scheduler(settings, with_scheduler):
         log.info("serving Slack requests on port %s at %s", port, EVENTS_PATH)
         # All interfaces: in production the load balancer reaches the process from outside.
-        waitress.serve(wsgi, host="0.0.0.0", port=port, threads=16, ident="pare")
+        waitress.serve(
+            wsgi,
+            host="0.0.0.0",
+            port=port,
+            threads=16,
+            ident="pare",
+            # Slack's payloads are a few kilobytes; an unsigned flood is refused before it is
+            # read into memory whole.
+            max_request_body_size=MAX_BODY_BYTES,
+        )
 
 
 def serve_socket_mode(settings: Settings, with_scheduler: bool = True) -> None:

@@ -170,3 +170,24 @@ def test_a_button_value_that_is_not_a_row_id_is_politely_refused(
     assert shown and set(shown) == {text.button_invalid()}
     assert decisions(org) == [] and standin.views == []
     assert "ERROR" not in {r.levelname for r in caplog.records}
+
+
+def test_an_oversized_body_is_refused_before_it_is_read():
+    import http.client
+
+    from bot.web import MAX_BODY_BYTES, serve_in_thread
+
+    def app(environ, start_response):  # never reached for an oversized body
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"read"]
+
+    server = serve_in_thread(app)
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.putrequest("POST", "/slack/events")
+        conn.putheader("Content-Length", str(MAX_BODY_BYTES + 1))
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+    finally:
+        server.stop()
