@@ -393,8 +393,10 @@ class _Judge:
         sources = [e for e in covering if service not in e.blind_services]
         source_name = "+".join(sorted({e.source for e in sources}))
 
+        # Use seen by any source counts, even one that cannot vouch for the whole window:
+        # coverage is needed to prove absence, never to believe a use.
         service_last = max(
-            (e.services[service] for e in sources if service in e.services), default=None
+            (e.services[service] for e in self.evidence if service in e.services), default=None
         )
         used_in_window = service_last is not None and service_last > self.start
 
@@ -422,7 +424,7 @@ class _Judge:
         ]
         gap = any(
             service in e.action_gaps and e.services.get(service, self.start) > self.start
-            for e in sources
+            for e in self.evidence
         )
         untracked: list[Grant] = []
         if used_in_window and not gap and action_sources:
@@ -491,7 +493,7 @@ class _Judge:
             return
         used = {
             action
-            for e in action_sources
+            for e in self.evidence
             for action, seen in e.actions.items()
             if seen > self.start and action.partition(":")[0] == service
         }

@@ -325,3 +325,13 @@ def test_a_not_action_allow_is_never_offered_for_what_it_leaves_out(pats, effect
     assert not offered & {a.lower() for a in CAT.expand_all(pats)}
     if effect == "Deny":
         assert result.findings == []
+
+
+def test_use_seen_by_a_source_that_does_not_cover_the_window_still_counts():
+    principal = role(statements=[{"Effect": ALLOW, "Action": ["ec2:DescribeVpcs"]}])
+    # Access Advisor covers the window and saw nothing; a short trail saw the call.
+    advisor = trail(source="access_advisor", action_level=False)
+    short = trail({"ec2:DescribeVpcs": RECENT}, covered_from=AS_OF - timedelta(days=20))
+    result = judge(principal, [advisor, short])
+
+    assert by_status(result, "unused") == {}
