@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,6 +26,9 @@ from bot.sync import sync_config
 from bot.teams import Account as AccountSpec
 from bot.teams import Exclusions, Organization, TeamsConfig
 from models import Account, Finding, Principal, Scan, Team
+
+if TYPE_CHECKING:
+    from bot.aws.access_analyzer import OrganizationRead
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ class ScanReport:
     accounts: list[AccountResult] = field(default_factory=list)
     # Problems of the run as a whole, such as an organisation that could not be listed.
     problems: list[str] = field(default_factory=list)
+    # What the organisation's analyzer in the delegated administrator said, if it was read.
+    analyzer: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -102,6 +107,8 @@ class ScanReport:
     def summary(self) -> str:
         """Return a few readable lines: per account, principals, findings, problems."""
         lines = [f"problem: {problem}" for problem in self.problems]
+        if self.analyzer:
+            lines.append(self.analyzer)
         for a in self.accounts:
             if a.resumed:
                 lines.append(f"{a.label}: already scanned in this period; skipped (--resume)")
@@ -159,8 +166,17 @@ def _worth_a_job(principal: PrincipalRecord, as_of: datetime, window_days: int) 
     return created is None or created <= as_of - timedelta(days=window_days)
 
 
-def read_from_aws(spec: AccountSpec, as_of: datetime, window_days: int) -> AccountRead:
-    """Read an account's principals and the evidence its configured sources give."""
+def read_from_aws(
+    spec: AccountSpec,
+    as_of: datetime,
+    window_days: int,
+    organization: OrganizationRead | None = None,
+) -> AccountRead:
+    """Read an account's principals and the evidence its configured sources give.
+
+    `organization` is the organisation analyzer's list, read once for the whole scan; it
+    speaks for this account only when the account has no unused-access analyzer of its own.
+    """
     from bot.aws.access_advisor import read_last_accessed
     from bot.aws.access_analyzer import read_unused_access
     from bot.aws.cloudtrail_s3 import read_trail
@@ -181,6 +197,8 @@ def read_from_aws(spec: AccountSpec, as_of: datetime, window_days: int) -> Accou
     analyzer_spoke = False
     if "access_analyzer" in spec.sources:
         found = read_unused_access(session)
+        if found.analyzer is None and not found.problems and organization is not None:
+            found = organization.share(spec.id)
         problems.extend(found.problems)
         if found.analyzer is not None:
             analyzer_spoke = not found.problems
@@ -194,7 +212,7 @@ def read_from_aws(spec: AccountSpec, as_of: datetime, window_days: int) -> Accou
             )
             for arn, items in from_analyzer.items():
                 evidence[arn].extend(items)
-            said.append(f"Access Analyzer: {len(found.findings)} findings")
+            said.append(f"Access Analyzer: {len(found.findings)} findings ({found.speaker()})")
         else:
             said.append("no unused-access analyzer")
 
@@ -218,6 +236,56 @@ def read_from_aws(spec: AccountSpec, as_of: datetime, window_days: int) -> Accou
             evidence[arn].extend(items)
         said.append(readout.summary())
     return AccountRead(principals, evidence, problems, "; ".join(said) or None)
+
+
+def organization_analyzer_from_aws(org: Organization, accounts: list[str]) -> OrganizationRead:
+    """List the delegated administrator's organisation analyzer findings for the accounts."""
+    from bot.aws.access_analyzer import read_organization_unused_access
+    from bot.aws.session import open_account
+
+    admin = org.analyzer_admin()
+    assert admin is not None
+    return read_organization_unused_access(
+        open_account(admin), accounts, analyzer_arn=org.analyzer_arn
+    )
+
+
+def _organization_reader(
+    org: Organization,
+    members: set[str],
+    todo: list[AccountSpec],
+    read: Callable[[Organization, list[str]], OrganizationRead],
+    report: ScanReport,
+) -> Reader:
+    """Read the organisation analyzer once and return a reader that hands out its shares."""
+    from bot.aws.access_analyzer import OrganizationRead
+
+    admin = org.analyzer_admin()
+    assert admin is not None
+    shared = sorted(s.id for s in todo if s.id in members and "access_analyzer" in s.sources)
+    if not shared:
+        return read_from_aws
+    try:
+        listed = read(org, shared)
+    except PareError as exc:
+        # Not even reachable: every member that would lean on it fails closed below.
+        listed = OrganizationRead(admin.id, None, problems=[f"not readable: {exc}"])
+    if listed.problems:
+        report.problems.extend(f"organisation analyzer: {p}" for p in listed.problems)
+    elif listed.analyzer is not None:
+        count = sum(len(v) for v in listed.summaries.values())
+        report.analyzer = (
+            f"organisation analyzer {listed.analyzer.arn} in delegated administrator "
+            f"{admin.id}: {count} findings for {len(shared)} accounts"
+        )
+
+    def reader(spec: AccountSpec, as_of: datetime, window_days: int) -> AccountRead:
+        # Only members of the organisation are judged by it; a listed account outside it
+        # would read its silence as "everything used".
+        share = listed if spec.id in members else None
+        return read_from_aws(spec, as_of, window_days, share)
+
+    return reader
 
 
 def discover_from_aws(org: Organization) -> list[AccountSpec]:
@@ -497,12 +565,15 @@ def run_scan(
     progress: TextIO | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     discover: Callable[[Organization], list[AccountSpec]] | None = None,
+    organization_analyzer: Callable[[Organization, list[str]], OrganizationRead] | None = None,
 ) -> ScanReport:
     """Scan the configured accounts (or only those given) and store what was found.
 
     Accounts are read and judged in a bounded pool of threads; their findings are stored
     one account at a time in this thread. With `resume`, accounts already scanned
     successfully for the same day (`as_of`) are skipped. `progress` gets one line per account.
+    With an `analyzer_account` in the organisation, its analyzer's findings are listed once,
+    before any account is read, and each member account's scan takes its own share.
     """
     as_of = as_of or datetime.now(UTC)
     period = as_of.date().isoformat()
@@ -510,12 +581,13 @@ def run_scan(
     report = ScanReport()
     specs = list(teams.accounts)
     found: list[AccountSpec] = []
+    members: set[str] = set()
     if teams.organization is not None:
         try:
             listed = {a.id for a in specs}
-            found = [
-                a for a in (discover or discover_from_aws)(teams.organization) if a.id not in listed
-            ]
+            discovered = (discover or discover_from_aws)(teams.organization)
+            members = {a.id for a in discovered}
+            found = [a for a in discovered if a.id not in listed]
             specs += found
         except PareError as exc:
             # The listed accounts are still scanned; the report says what was missed.
@@ -541,6 +613,11 @@ def run_scan(
                 if progress:
                     print(_progress_line(n, total, results[spec.id]), file=progress, flush=True)
         todo = [s for s in specs if s.id not in done]
+        org = teams.organization
+        if reader is None and org is not None and org.analyzer_account:
+            reader = _organization_reader(
+                org, members, todo, organization_analyzer or organization_analyzer_from_aws, report
+            )
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             futures = {}
             for spec in todo:

@@ -107,6 +107,13 @@ class Organization(_Strict):
     # Only accounts carrying every one of these tags, if any are given.
     tags: dict[str, str] = Field(default_factory=dict)
     exclude: tuple[str, ...] = ()
+    # The delegated administrator holding an organisation unused-access analyzer: read once a
+    # scan, it speaks for every member account that has no analyzer of its own.
+    analyzer_account: str | None = None
+    # Role to assume there; by default the member role name in that account.
+    analyzer_role_arn: str | None = None
+    # The analyzer to read; by default the only active organisation unused-access analyzer.
+    analyzer_arn: str | None = None
 
     @field_validator("exclude", mode="before")
     @classmethod
@@ -115,11 +122,39 @@ class Organization(_Strict):
             return [account_id(v) for v in value]
         return value
 
+    @field_validator("analyzer_account", mode="before")
+    @classmethod
+    def _analyzer_account(cls, value: object) -> object:
+        return None if value is None else account_id(value)
+
     @model_validator(mode="after")
     def _trail_needs_bucket(self) -> Organization:
         if "cloudtrail" in self.sources and self.cloudtrail is None:
             raise ValueError("sources lists cloudtrail but no cloudtrail bucket is given")
+        owner = self.analyzer_account
+        for name in ("analyzer_role_arn", "analyzer_arn"):
+            value = getattr(self, name)
+            if value and not owner:
+                raise ValueError(f"{name} is given but analyzer_account is not")
+            if value and f":{owner}:" not in value:
+                raise ValueError(f"{name} {value!r} is not in account {owner}")
         return self
+
+    def analyzer_admin(self) -> Account | None:
+        """Return how to reach the delegated administrator's analyzer, if one is configured."""
+        if not self.analyzer_account:
+            return None
+        # An analyzer is regional: the one named is read in its own region.
+        region = self.analyzer_arn.split(":")[3] if self.analyzer_arn else self.region
+        return Account(
+            id=self.analyzer_account,
+            name="organisation analyzer",
+            role_arn=self.analyzer_role_arn
+            or f"arn:aws:iam::{self.analyzer_account}:role/{self.role_name}",
+            external_id=self.external_id,
+            region=region,
+            sources=("access_analyzer",),
+        )
 
     def account(self, account_id: str, name: str) -> Account:
         """Return the account spec of a member account found in the organisation."""

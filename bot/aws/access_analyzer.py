@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,9 @@ FINDING_TYPES = (
 DEFAULT_UNUSED_ACCESS_AGE = 90
 # AWS allows up to 100 findings a page (and 1,000 recommended steps).
 PAGE_SIZE = 100
+# ListFindingsV2's filter takes at most 20 values per key (ValueList in the API model).
+FILTER_VALUES = 20
+ORGANIZATION_TYPE = "ORGANIZATION_UNUSED_ACCESS"
 # A recommendation is usually ready in seconds; waiting longer than this would hold a whole
 # account's scan for one removal hint the removal step can ask for again.
 RECOMMENDATION_WAIT = 60.0
@@ -51,6 +54,19 @@ class AnalyzerRead:
     # Problems that touch one principal (its finding could not be read), by resource ARN.
     principal_problems: dict[str, list[str]] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
+    # The delegated administrator account, when the organisation's analyzer spoke.
+    admin_account: str | None = None
+
+    def speaker(self) -> str:
+        """Return which analyzer spoke, for the scan report."""
+        if self.analyzer is None:
+            return "no analyzer"
+        if self.admin_account:
+            return (
+                f"organisation analyzer {self.analyzer.arn} "
+                f"in delegated administrator {self.admin_account}"
+            )
+        return f"analyzer {self.analyzer.arn}"
 
 
 def _analyzer(summary: dict[str, Any]) -> Analyzer:
@@ -103,9 +119,12 @@ class _Reader:
         usable.sort(key=lambda a: UNUSED_ACCESS_TYPES.index(a["type"]))
         return _analyzer(usable[0]) if usable else None
 
-    def list_findings(self, analyzer: Analyzer) -> list[dict[str, Any]]:
+    def list_findings(
+        self, analyzer: Analyzer, owners: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Return every active unused-access finding of the owners (this account by default)."""
         criteria = {
-            "resourceOwnerAccount": {"eq": [self.read.account_id]},
+            "resourceOwnerAccount": {"eq": owners or [self.read.account_id]},
             "status": {"eq": ["ACTIVE"]},
             "findingType": {"eq": list(FINDING_TYPES)},
         }
@@ -160,6 +179,46 @@ def _plain(value: Any) -> Any:
     return _iso(value)
 
 
+def _read_findings(
+    reader: _Reader,
+    analyzer: Analyzer,
+    summaries: Iterable[dict[str, Any]],
+    recommendations: bool,
+) -> None:
+    """Read each listed finding in full (and its recommendation) into the reader's read."""
+    read = reader.read
+    for summary in summaries:
+        resource = summary.get("resource") or ""
+        try:
+            finding = reader.finding(analyzer, summary)
+        except (ClientError, BotoCoreError) as exc:
+            code = error_code(exc)
+            read.principal_problems.setdefault(resource, []).append(
+                f"Access Analyzer finding {summary['id']} not readable: {code}"
+            )
+            log.warning(
+                "finding not readable: account=%s principal=%s finding=%s code=%s",
+                read.account_id,
+                resource,
+                summary["id"],
+                code,
+            )
+            continue
+        if recommendations and finding.get("findingType") == "UnusedPermission":
+            try:
+                finding["recommendation"] = reader.recommendation(analyzer, finding["id"])
+            except (ClientError, BotoCoreError) as exc:
+                finding["recommendation"] = {"status": "FAILED", "error": error_code(exc)}
+        read.findings.append(finding)
+    log.info(
+        "read analyzer: account=%s analyzer=%s findings=%d calls=%d",
+        read.account_id,
+        analyzer.arn,
+        len(read.findings),
+        sum(read.calls.values()),
+    )
+
+
 def read_unused_access(
     session: AccountSession,
     *,
@@ -192,34 +251,117 @@ def read_unused_access(
         read.problems.append(f"Access Analyzer findings not listable: {error_code(exc)}")
         log.warning("findings not listable: account=%s code=%s", read.account_id, error_code(exc))
         return read
-    for summary in summaries:
-        resource = summary.get("resource") or ""
-        try:
-            finding = reader.finding(analyzer, summary)
-        except (ClientError, BotoCoreError) as exc:
-            code = error_code(exc)
-            read.principal_problems.setdefault(resource, []).append(
-                f"Access Analyzer finding {summary['id']} not readable: {code}"
+    _read_findings(reader, analyzer, summaries, recommendations)
+    return read
+
+
+@dataclass
+class OrganizationRead:
+    """The organisation analyzer's finding list, read once a scan in the delegated admin.
+
+    Each member account's share is read in full (GetFindingV2 and recommendations, through
+    the same delegated-admin client) by that account's own scan, so the slow part runs in the
+    scan's worker threads rather than ahead of every account.
+    """
+
+    admin_account: str
+    client: Any
+    analyzer: Analyzer | None = None
+    # Finding summaries by the member account that owns the resource.
+    summaries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Problems of the read as a whole: any of them fails every member account closed.
+    problems: list[str] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
+    sleep: Sleep = time.sleep
+    recommendations: bool = True
+
+    def share(self, account_id: str) -> AnalyzerRead:
+        """Return one member account's findings, each read in full from the delegated admin."""
+        reader = _Reader(self.client, account_id, self.sleep)
+        read = reader.read
+        read.admin_account = self.admin_account
+        if self.problems:
+            # A partial list could be silent about an unused grant, and silence means "used":
+            # every member is failed closed. Without the analyzer's own entry a stand-in
+            # carries the problem, so each principal's evidence still says it.
+            read.analyzer = self.analyzer or Analyzer(
+                arn=f"organisation analyzer in {self.admin_account}",
+                type=ORGANIZATION_TYPE,
+                unused_access_age=DEFAULT_UNUSED_ACCESS_AGE,
+            )
+            read.problems = list(self.problems)
+            return read
+        if self.analyzer is None or account_id in self.analyzer.excluded_accounts:
+            # An excluded account is not judged at all: no analyzer speaks for it, so the
+            # account's other sources may.
+            read.admin_account = None
+            return read
+        read.analyzer = self.analyzer
+        _read_findings(
+            reader, self.analyzer, self.summaries.get(account_id, []), self.recommendations
+        )
+        return read
+
+
+def read_organization_unused_access(
+    session: AccountSession,
+    accounts: Iterable[str],
+    *,
+    analyzer_arn: str | None = None,
+    client: Any | None = None,
+    sleep: Sleep = time.sleep,
+) -> OrganizationRead:
+    """List the organisation analyzer's findings for the member accounts, every page, once.
+
+    `session` acts in the delegated administrator account. The analyzer is the one named, or
+    the only active organisation unused-access analyzer there. A failed call leaves a problem
+    that fails every member account closed, never a shorter list.
+    """
+    client = client or session.client("accessanalyzer")
+    org = OrganizationRead(session.account.id, client, sleep=sleep)
+    reader = _Reader(client, org.admin_account, sleep)
+    org.calls = reader.read.calls
+    wanted = sorted(set(accounts))
+    try:
+        found = [
+            a
+            for page in reader.pages("ListAnalyzers", type=ORGANIZATION_TYPE)
+            for a in page.get("analyzers") or []
+            if a["type"] == ORGANIZATION_TYPE and a["status"] == "ACTIVE"
+        ]
+        if analyzer_arn:
+            found = [a for a in found if a["arn"] == analyzer_arn]
+        if len(found) != 1:
+            what = analyzer_arn or "an active organisation unused-access analyzer"
+            org.problems.append(
+                f"{what} not found in {org.admin_account}"
+                if not found
+                else f"{len(found)} organisation analyzers in {org.admin_account}; "
+                "name one with analyzer_arn"
             )
             log.warning(
-                "finding not readable: account=%s principal=%s finding=%s code=%s",
-                read.account_id,
-                resource,
-                summary["id"],
-                code,
+                "organisation analyzer not chosen: admin=%s found=%d", org.admin_account, len(found)
             )
-            continue
-        if recommendations and finding.get("findingType") == "UnusedPermission":
-            try:
-                finding["recommendation"] = reader.recommendation(analyzer, finding["id"])
-            except (ClientError, BotoCoreError) as exc:
-                finding["recommendation"] = {"status": "FAILED", "error": error_code(exc)}
-        read.findings.append(finding)
+            return org
+        org.analyzer = _analyzer(found[0])
+        # The owner filter keeps the list to the accounts being scanned; it takes 20 at most.
+        for start in range(0, len(wanted), FILTER_VALUES):
+            owners = wanted[start : start + FILTER_VALUES]
+            for summary in reader.list_findings(org.analyzer, owners):
+                owner = summary.get("resourceOwnerAccount", "")
+                org.summaries.setdefault(owner, []).append(summary)
+    except (ClientError, BotoCoreError) as exc:
+        code = error_code(exc)
+        org.problems.append(f"organisation Access Analyzer findings not listable: {code}")
+        org.summaries = {}
+        log.warning("organisation findings not listable: admin=%s code=%s", org.admin_account, code)
+        return org
     log.info(
-        "read analyzer: account=%s analyzer=%s findings=%d calls=%d",
-        read.account_id,
-        analyzer.arn,
-        len(read.findings),
-        sum(read.calls.values()),
+        "listed organisation analyzer: admin=%s analyzer=%s accounts=%d findings=%d calls=%d",
+        org.admin_account,
+        org.analyzer.arn,
+        len(wanted),
+        sum(len(v) for v in org.summaries.values()),
+        sum(org.calls.values()),
     )
-    return read
+    return org
