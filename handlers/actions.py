@@ -41,6 +41,19 @@ def origin_of(body: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def clicked(
+    client: WebClient, body: dict[str, Any], respond: Any, what: str = "item"
+) -> tuple[str, str, str] | None:
+    """Return (action id, user, row id) of a button click, or None if its value is stale."""
+    action = body["actions"][0]
+    user = body["user"]["id"]
+    value = button_value(client, body, respond, action)
+    if value is None:
+        return None
+    log.info("click: action=%s %s=%s user=%s", action["action_id"], what, value, user)
+    return action["action_id"], user, value
+
+
 def register(app: App, ctx: AppContext) -> None:
     """Register the decision buttons."""
     admins = ctx.settings.teams.admins
@@ -50,12 +63,10 @@ def register(app: App, ctx: AppContext) -> None:
         ack: Ack, body: dict[str, Any], client: WebClient, respond: Any, request: BoltRequest
     ) -> None:
         ack()
-        action = body["actions"][0]
-        user = body["user"]["id"]
-        value = button_value(client, body, respond, action)
-        if value is None:
+        click = clicked(client, body, respond)
+        if click is None:
             return
-        log.info("click: action=%s item=%s user=%s", action["action_id"], value, user)
+        _, user, value = click
         result = decide(ctx.db, value, user, "approve", admins=admins)
         if result.created:
             show_outcome(ctx.settings, ctx.db, client, [result], origin_of(body), respond)
@@ -67,12 +78,10 @@ def register(app: App, ctx: AppContext) -> None:
     @app.action(ids.APPROVE_ALL)
     def on_approve_all(ack: Ack, body: dict[str, Any], client: WebClient, respond: Any) -> None:
         ack()
-        action = body["actions"][0]
-        user = body["user"]["id"]
-        value = button_value(client, body, respond, action)
-        if value is None:
+        click = clicked(client, body, respond)
+        if click is None:
             return
-        log.info("click: action=%s item=%s user=%s", action["action_id"], value, user)
+        _, user, value = click
         bulk = decide_all(ctx.db, value, user, admins=admins)
         if bulk.made:
             show_outcome(ctx.settings, ctx.db, client, bulk.made, origin_of(body), respond)
@@ -84,13 +93,11 @@ def register(app: App, ctx: AppContext) -> None:
     def on_modal_button(ack: Ack, body: dict[str, Any], client: WebClient, respond: Any) -> None:
         # The modal must open within the trigger's 3 seconds, so ack and open at once.
         ack()
-        action = body["actions"][0]
-        user = body["user"]["id"]
-        kind = ids.KIND_BY_ACTION[action["action_id"]]
-        value = button_value(client, body, respond, action)
-        if value is None:
+        click = clicked(client, body, respond)
+        if click is None:
             return
-        log.info("click: action=%s item=%s user=%s", action["action_id"], value, user)
+        action_id, user, value = click
+        kind = ids.KIND_BY_ACTION[action_id]
         target = authorize(ctx.db, value, user, admins, kind)
         earlier = standing(ctx.db, target.item_id)
         if earlier is not None:
@@ -108,12 +115,10 @@ def register(app: App, ctx: AppContext) -> None:
     @app.action(ids.REVOKE)
     def on_revoke(ack: Ack, body: dict[str, Any], client: WebClient, respond: Any) -> None:
         ack()
-        action = body["actions"][0]
-        user = body["user"]["id"]
-        value = button_value(client, body, respond, action)
-        if value is None:
+        click = clicked(client, body, respond, "decision")
+        if click is None:
             return
-        log.info("click: action=%s decision=%s user=%s", action["action_id"], value, user)
+        _, user, value = click
         result = revoke(ctx.db, value, user, admins=admins)
         if result.created:
             show_outcome(ctx.settings, ctx.db, client, [], {}, None, revoked=result.decision_id)
