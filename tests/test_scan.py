@@ -468,3 +468,245 @@ teams:
     # Without an analyzer Access Advisor is asked, but not for AWS's own roles.
     assert asked and "checkout" in asked[0]
     assert not any(name.startswith("AWSServiceRoleFor") for name in asked[0])
+
+
+ADMIN = "999999999999"
+ORG_ANALYZER = f"arn:aws:access-analyzer:us-east-1:{ADMIN}:analyzer/org-unused"
+OWN_ANALYZER = f"arn:aws:access-analyzer:us-east-1:{PAYMENTS}:analyzer/own"
+ORG_TEAMS_YAML = f"""
+organization:
+  role_name: pare-reader
+  sources: [last_used, access_analyzer]
+  analyzer_account: "{ADMIN}"
+teams:
+  - name: payments
+    channel: C0PAYMENTS
+    champions: [U0ALICE01]
+    match: {{accounts: ["{PAYMENTS}"]}}
+  - name: data
+    channel: C0DATA0001
+    champions: [U0BOB0001]
+    match: {{accounts: ["{DATA}"]}}
+"""
+FINDING_TYPES = ["UnusedIAMRole", "UnusedIAMUserAccessKey", "UnusedIAMUserPassword"]
+FINDING_TYPES.append("UnusedPermission")
+
+
+def _analyzer_summary(arn: str, kind: str) -> dict[str, Any]:
+    return {
+        "arn": arn,
+        "name": arn.rsplit("/", 1)[-1],
+        "type": kind,
+        "createdAt": NOW - timedelta(days=400),
+        "lastResourceAnalyzedAt": AS_OF - timedelta(hours=1),
+        "status": "ACTIVE",
+        "configuration": {"unusedAccess": {"unusedAccessAge": 90}},
+    }
+
+
+def _org_finding(account: str, role: str, finding_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": finding_id,
+        "resource": f"arn:aws:iam::{account}:role/{role}",
+        "resourceType": "AWS::IAM::Role",
+        "resourceOwnerAccount": account,
+        "status": "ACTIVE",
+        "findingType": "UnusedPermission",
+        "analyzedAt": AS_OF - timedelta(hours=1),
+        "createdAt": AS_OF - timedelta(days=10),
+        "updatedAt": AS_OF - timedelta(hours=1),
+        **extra,
+    }
+
+
+def _list_org_findings(
+    stub: Stubber, pages: list[list[dict[str, Any]]], *, more: bool = False
+) -> None:
+    """Stub the admin's ListAnalyzers and ListFindingsV2 pages (`more`: the last says more)."""
+    criteria = {
+        "resourceOwnerAccount": {"eq": [PAYMENTS, DATA]},
+        "status": {"eq": ["ACTIVE"]},
+        "findingType": {"eq": FINDING_TYPES},
+    }
+    stub.add_response(
+        "list_analyzers",
+        {"analyzers": [_analyzer_summary(ORG_ANALYZER, "ORGANIZATION_UNUSED_ACCESS")]},
+        expected_params={"type": "ORGANIZATION_UNUSED_ACCESS"},
+    )
+    params: dict[str, Any] = {"analyzerArn": ORG_ANALYZER, "filter": criteria, "maxResults": 100}
+    for n, findings in enumerate(pages, start=1):
+        page: dict[str, Any] = {"findings": findings}
+        if n < len(pages) or more:
+            page["nextToken"] = f"page-{n + 1}"
+        stub.add_response("list_findings_v2", page, expected_params=params)
+        params = {**params, "nextToken": f"page-{n + 1}"}
+
+
+def _read_org_finding(stub: Stubber, summary: dict[str, Any], service: str) -> None:
+    """Stub GetFindingV2 and a finished recommendation, both asked of the delegated admin."""
+    params = {"analyzerArn": ORG_ANALYZER, "id": summary["id"]}
+    detail = {"unusedPermissionDetails": {"serviceNamespace": service}}
+    stub.add_response(
+        "get_finding_v2", {**summary, "findingDetails": [detail]}, expected_params=params
+    )
+    stub.add_response("generate_finding_recommendation", {}, expected_params=params)
+    stub.add_response(
+        "get_finding_recommendation",
+        {
+            "startedAt": AS_OF,
+            "resourceArn": summary["resource"],
+            "recommendationType": "UnusedPermissionRecommendation",
+            "status": "SUCCEEDED",
+            "recommendedSteps": [],
+        },
+        expected_params=params,
+    )
+
+
+def _org_scan(
+    tmp_path: Path,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    stub_admin: Any,
+    own: dict[str, list[dict[str, Any]]] | None = None,
+) -> tuple[Any, list[float]]:
+    """Scan PAYMENTS and DATA as organisation members, the admin's analyzer stubbed."""
+    import bot.aws.access_analyzer as analyzer_module
+    from bot.aws.access_analyzer import read_organization_unused_access, read_unused_access
+    from bot.aws.session import CLIENT_CONFIG, AccountSession
+
+    teams = tmp_path / "teams.yaml"
+    teams.write_text(ORG_TEAMS_YAML, encoding="utf-8")
+    settings = Settings(DATABASE_URL=db.url, PARE_TEAMS_FILE=teams, PARE_WINDOW_DAYS=90)
+    sleeps: list[float] = []
+
+    def client() -> Any:
+        return boto3.client("accessanalyzer", region_name="us-east-1", config=CLIENT_CONFIG)
+
+    def own_analyzers(session: Any) -> Any:
+        # Each member's own ListAnalyzers, on a stubbed client of its own.
+        member = client()
+        with Stubber(member) as stub:
+            analyzers = (own or {}).get(session.account.id, [])
+            stub.add_response("list_analyzers", {"analyzers": analyzers})
+            if analyzers:
+                stub.add_response("list_findings_v2", {"findings": []})
+            read = read_unused_access(session, client=member, sleep=sleeps.append)
+            stub.assert_no_pending_responses()
+        return read
+
+    monkeypatch.setattr(analyzer_module, "read_unused_access", own_analyzers)
+    admin = client()
+    with Stubber(admin) as stub:
+        stub_admin(stub)
+
+        def organization_analyzer(found: Any, accounts: list[str]) -> Any:
+            session = AccountSession(found.analyzer_admin(), boto3.Session())
+            return read_organization_unused_access(
+                session, accounts, client=admin, sleep=sleeps.append
+            )
+
+        report = run_scan(
+            settings,
+            as_of=AS_OF,
+            # One account at a time: the stubbed admin client answers in order.
+            concurrency=1,
+            discover=lambda found: [
+                found.account(PAYMENTS, "payments-prod"),
+                found.account(DATA, "data-prod"),
+            ],
+            organization_analyzer=organization_analyzer,
+        )
+        stub.assert_no_pending_responses()
+    return report, sleeps
+
+
+def test_the_organisation_analyzer_is_read_once_and_each_member_gets_its_own_findings(
+    org: Org, tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkout = _org_finding(PAYMENTS, "checkout", "org-1")
+    loader = _org_finding(DATA, "data-loader", "org-2")
+    orphan = _org_finding(DATA, "orphan-job", "org-3")
+
+    def admin(stub: Stubber) -> None:
+        # Findings of both accounts on both pages; each account's are then read in turn.
+        _list_org_findings(stub, [[checkout, loader], [orphan]])
+        _read_org_finding(stub, checkout, "sqs")
+        _read_org_finding(stub, loader, "sqs")
+        _read_org_finding(stub, orphan, "sqs")
+
+    report, _ = _org_scan(tmp_path, db, monkeypatch, admin)
+
+    assert report.ok, report.summary()
+    # The never-used key of deploy-bot is the credential report's finding, not the analyzer's.
+    opened = {k: f for k, f in _open(db).items() if f.source == "access_analyzer"}
+    assert set(opened) == {
+        ("checkout", "unused_permission:sqs"),
+        ("data-loader", "unused_permission:sqs"),
+        ("orphan-job", "unused_permission:sqs"),
+    }
+    assert {f.detail["access_analyzer"]["analyzer_arn"] for f in opened.values()} == {ORG_ANALYZER}
+    with db.session() as session:
+        owners = dict(
+            session.execute(
+                select(Principal.name, Account.account_id).join(
+                    Account, Principal.account_id == Account.id
+                )
+            ).all()
+        )
+    assert owners["checkout"] == PAYMENTS and owners["orphan-job"] == DATA
+    by_account = {a.account_id: a for a in report.accounts}
+    assert "Access Analyzer: 1 findings" in (by_account[PAYMENTS].trail or "")
+    assert "Access Analyzer: 2 findings" in (by_account[DATA].trail or "")
+    assert f"in delegated administrator {ADMIN}" in (by_account[DATA].trail or "")
+    assert report.summary().startswith(f"organisation analyzer {ORG_ANALYZER}")
+
+
+def test_a_throttled_organisation_page_fails_every_member_closed(
+    org: Org, tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkout = _org_finding(PAYMENTS, "checkout", "org-1")
+
+    def admin(stub: Stubber) -> None:
+        # The first page says there is a second; asking for it is throttled until Pare stops.
+        _list_org_findings(stub, [[checkout]], more=True)
+        for _ in range(4):
+            stub.add_client_error(
+                "list_findings_v2", service_error_code="ThrottlingException", http_status_code=429
+            )
+
+    report, sleeps = _org_scan(tmp_path, db, monkeypatch, admin)
+
+    assert len(sleeps) == 3
+    assert not report.ok
+    assert any("ThrottlingException" in p for p in report.problems)
+    assert _open(db) == {}
+    with db.session() as session:
+        states = dict(session.execute(select(Principal.name, Principal.data_state)).all())
+    judged = {k: v for k, v in states.items() if v != "excluded"}
+    assert set(judged) >= {"checkout", "data-loader", "orphan-job"}
+    assert set(judged.values()) == {"incomplete"}
+    for account in report.accounts:
+        assert any("ThrottlingException" in p for p in account.problems)
+
+
+def test_a_member_with_its_own_analyzer_is_judged_by_its_own(
+    org: Org, tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkout = _org_finding(PAYMENTS, "checkout", "org-1")
+    loader = _org_finding(DATA, "data-loader", "org-2")
+
+    def admin(stub: Stubber) -> None:
+        # PAYMENTS's finding is listed but never read: its own analyzer speaks for it.
+        _list_org_findings(stub, [[checkout, loader]])
+        _read_org_finding(stub, loader, "sqs")
+
+    own = {PAYMENTS: [_analyzer_summary(OWN_ANALYZER, "ACCOUNT_UNUSED_ACCESS")]}
+    report, _ = _org_scan(tmp_path, db, monkeypatch, admin, own=own)
+
+    assert report.ok, report.summary()
+    from_analyzers = {k for k, f in _open(db).items() if f.source == "access_analyzer"}
+    assert from_analyzers == {("data-loader", "unused_permission:sqs")}
+    by_account = {a.account_id: a for a in report.accounts}
+    assert f"(analyzer {OWN_ANALYZER})" in (by_account[PAYMENTS].trail or "")
+    assert f"(organisation analyzer {ORG_ANALYZER}" in (by_account[DATA].trail or "")
