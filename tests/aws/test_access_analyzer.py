@@ -411,3 +411,63 @@ def test_principals_the_analyzer_excludes_or_has_not_seen_get_no_word_from_it() 
 
     evidence = from_findings(analyzer, [], [tagged, fresh], read_at=AS_OF)
     assert evidence == {ROLE: [], BLOG_ROLE: []}
+
+
+def test_many_member_accounts_are_listed_in_filters_of_twenty() -> None:
+    from bot.aws.access_analyzer import FINDING_TYPES, read_organization_unused_access
+
+    members = [f"{n:012d}" for n in range(1, 22)]
+    org_arn = "arn:aws:access-analyzer:us-east-1:999999999999:analyzer/org"
+    client = _client()
+    with Stubber(client) as stub:
+        summary = {
+            "arn": org_arn,
+            "name": "org",
+            "type": "ORGANIZATION_UNUSED_ACCESS",
+            "createdAt": ANALYZED,
+            "status": "ACTIVE",
+        }
+        stub.add_response("list_analyzers", {"analyzers": [summary]})
+        for owners in (members[:20], members[20:]):
+            criteria = {
+                "resourceOwnerAccount": {"eq": owners},
+                "status": {"eq": ["ACTIVE"]},
+                "findingType": {"eq": list(FINDING_TYPES)},
+            }
+            params = {"analyzerArn": org_arn, "filter": criteria, "maxResults": 100}
+            stub.add_response("list_findings_v2", {"findings": []}, expected_params=params)
+        read = read_organization_unused_access(
+            _session(), members, client=client, sleep=lambda _: None
+        )
+        stub.assert_no_pending_responses()
+
+    assert read.problems == [] and read.analyzer is not None
+    # Listed in full and silent: each member's share is "nothing unused", not a problem.
+    share = read.share(members[-1])
+    assert share.analyzer is not None and share.problems == [] and share.findings == []
+
+
+def test_two_organisation_analyzers_and_none_named_is_a_problem_for_all() -> None:
+    from bot.aws.access_analyzer import read_organization_unused_access
+
+    client = _client()
+    with Stubber(client) as stub:
+        found = [
+            {
+                "arn": f"arn:aws:access-analyzer:us-east-1:999999999999:analyzer/{name}",
+                "name": name,
+                "type": "ORGANIZATION_UNUSED_ACCESS",
+                "createdAt": ANALYZED,
+                "status": "ACTIVE",
+            }
+            for name in ("a", "b")
+        ]
+        stub.add_response("list_analyzers", {"analyzers": found})
+        read = read_organization_unused_access(
+            _session(), [ACCOUNT], client=client, sleep=lambda _: None
+        )
+
+    assert "name one with analyzer_arn" in read.problems[0]
+    share = read.share(ACCOUNT)
+    evidence = from_findings(share.analyzer, [], [_user()], read_at=AS_OF, problems=share.problems)
+    assert _judge(_user(), evidence[USER]).data_state == "incomplete"
