@@ -3,6 +3,10 @@
 The demo posts to it and the tests use it as the fake Slack Web API. It keeps every call per
 method and each channel's messages (thread replies and edits too), so it can print what each
 channel shows. It binds to the loopback interface only and never forwards anything.
+
+It also plays Slack's side of Socket Mode: apps.connections.open (app-level token only) hands
+out a one-use ws:// URL to a WebSocket endpoint it serves itself, which says hello, sends the
+envelopes a test pushes, records the acks and can ask the client to reconnect.
 """
 
 from __future__ import annotations
@@ -13,20 +17,30 @@ import itertools
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_TOKEN = "xoxb-standin-token"
+DEFAULT_APP_TOKEN = "xapp-1-A0PARE-standin-token"
+# Slack answers apps.connections.open only for the app-level token, and refuses it elsewhere.
+APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+LINK_PATH = "/link/"
+# How long push() waits for a connection and wait_ack() for an ack: Slack itself expects acks
+# within 3 seconds, and a slow test machine gets some slack.
+ACK_WAIT_SECONDS = 5.0
 BOT_USER = "UPAREBOT"
 # Slack allows about one message per second per channel; the stand-in can enforce it.
 CHANNEL_INTERVAL_SECONDS = 1.0
@@ -65,6 +79,14 @@ class _ResponseUrl:
     message_ts: str | None
 
 
+@dataclass
+class _Link:
+    """One Socket Mode connection, as the Slack side holds it."""
+
+    connection: Any  # websockets.sync.server.ServerConnection
+    open: bool = True
+
+
 class SlackStandIn:
     """A Slack Web API stand-in; start() serves it, url is its base for WebClient."""
 
@@ -73,8 +95,10 @@ class SlackStandIn:
         token: str = DEFAULT_TOKEN,
         per_channel_limit: bool = False,
         channel_interval: float = CHANNEL_INTERVAL_SECONDS,
+        app_token: str = DEFAULT_APP_TOKEN,
     ):
         self.token = token
+        self.app_token = app_token
         self.per_channel_limit = per_channel_limit
         self.channel_interval = channel_interval
         # Modals opened and App Home views published, in order.
@@ -91,6 +115,14 @@ class SlackStandIn:
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Socket Mode: envelopes sent, acks received (by envelope id), tickets not yet used.
+        self.envelopes: list[dict[str, Any]] = []
+        self.acks: dict[str, dict[str, Any]] = {}
+        self._tickets: set[str] = set()
+        self._links: list[_Link] = []
+        self._changed = threading.Condition(self._lock)
+        self._ws_server: Any = None
+        self._ws_thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -107,7 +139,13 @@ class SlackStandIn:
         return self
 
     def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving, Socket Mode connections included."""
+        if self._ws_server is not None:
+            # Shutting the server down also closes its open connections (code 1001).
+            self._ws_server.shutdown()
+            if self._ws_thread is not None:
+                self._ws_thread.join(timeout=5)
+            self._ws_server = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -212,8 +250,9 @@ class SlackStandIn:
             if fault is not None and not fault.after:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
                 return fault.status, headers, {"ok": False, "error": fault.error}
-            if auth != f"Bearer {self.token}":
-                return 200, {}, {"ok": False, "error": "invalid_auth"}
+            refused = self._refuse_token(method, auth)
+            if refused is not None:
+                return 200, {}, {"ok": False, "error": refused}
             handler = getattr(self, "_api_" + method.replace(".", "_"), None)
             if handler is None:
                 return 200, {}, {"ok": False, "error": "unknown_method"}
@@ -221,6 +260,13 @@ class SlackStandIn:
             if fault is not None:
                 return fault.status, {}, {"ok": False, "error": fault.error}
             return answer
+
+    def _refuse_token(self, method: str, auth: str | None) -> str | None:
+        app_only = method in APP_TOKEN_METHODS
+        expected, other = (self.app_token, self.token) if app_only else (self.token, self.app_token)
+        if auth == f"Bearer {expected}":
+            return None
+        return "not_allowed_token_type" if auth == f"Bearer {other}" else "invalid_auth"
 
     def _take_fault(self, method: str) -> _Fault | None:
         queue = self._faults.get(method)
@@ -231,6 +277,13 @@ class SlackStandIn:
         if fault.remaining <= 0:
             queue.pop(0)
         return fault
+
+    def _api_apps_connections_open(self, args: dict[str, Any]):
+        # Like Slack's, each URL admits one connection; a reconnect asks for a new one.
+        ticket = secrets.token_urlsafe(16)
+        self._tickets.add(ticket)
+        port = self._serve_links()
+        return 200, {}, {"ok": True, "url": f"ws://{LOOPBACK}:{port}{LINK_PATH}?ticket={ticket}"}
 
     def _api_auth_test(self, args: dict[str, Any]):
         body = {"url": "http://standin.invalid/", "team": "Stand-in", "user": "pare"}
@@ -355,6 +408,148 @@ class SlackStandIn:
             else:
                 self._add_ephemeral(target.channel, target.user, payload)
             return 200, {}, {"ok": True}
+
+    # -- Socket Mode: Slack's side of the WebSocket ------------------------------------------
+
+    def _serve_links(self) -> int:
+        """Serve the WebSocket endpoint (started on first use); return its port."""
+        if self._ws_server is None:
+            # Imported here: only Socket Mode needs the library, not the demo or HTTP tests.
+            from websockets.sync.server import serve
+
+            self._ws_server = serve(
+                self._run_link,
+                LOOPBACK,
+                0,
+                process_request=self._admit,
+                # The SDK's client never asks for compression, so none is negotiated.
+                compression=None,
+            )
+            self._ws_thread = threading.Thread(
+                target=self._ws_server.serve_forever, name="slack-standin-ws", daemon=True
+            )
+            self._ws_thread.start()
+        return int(self._ws_server.socket.getsockname()[1])
+
+    def _admit(self, connection: Any, request: Any) -> Any:
+        """Refuse the handshake unless the URL carries a ticket issued and not yet used."""
+        parts = urlsplit(request.path)
+        ticket = dict(parse_qsl(parts.query)).get("ticket", "")
+        with self._lock:
+            valid = parts.path == LINK_PATH and ticket in self._tickets
+            self._tickets.discard(ticket)
+        if valid:
+            return None
+        log.warning("Socket Mode handshake refused: unknown or used ticket")
+        return connection.respond(HTTPStatus.UNAUTHORIZED, "invalid ticket\n")
+
+    def _run_link(self, connection: Any) -> None:
+        """Say hello like Slack, then record every ack until the connection closes."""
+        from websockets.exceptions import ConnectionClosed
+
+        with self._lock:
+            link = _Link(connection)
+            self._links.append(link)
+            live = sum(1 for each in self._links if each.open)
+            self._changed.notify_all()
+        hello = {
+            "type": "hello",
+            "num_connections": live,
+            "debug_info": {"host": "standin", "approximate_connection_time": 3600},
+            "connection_info": {"app_id": "A0PARE"},
+        }
+        try:
+            connection.send(json.dumps(hello))
+            for raw in connection:
+                self._record_ack(raw)
+        except ConnectionClosed:
+            pass  # the SDK's client drops the TCP connection without a closing handshake
+        finally:
+            with self._lock:
+                link.open = False
+                self._changed.notify_all()
+
+    def _record_ack(self, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            log.warning("Socket Mode: a message that is not JSON (%s bytes)", len(raw))
+            return
+        envelope_id = message.get("envelope_id") if isinstance(message, dict) else None
+        if not envelope_id:
+            log.warning("Socket Mode: a message without an envelope_id")
+            return
+        with self._lock:
+            self.acks[str(envelope_id)] = message
+            self._changed.notify_all()
+
+    @property
+    def links_opened(self) -> int:
+        """Return how many Socket Mode connections were ever accepted."""
+        with self._lock:
+            return len(self._links)
+
+    def _newest_link(self, timeout: float) -> _Link:
+        with self._lock:
+            found = self._changed.wait_for(
+                lambda: next((k for k in reversed(self._links) if k.open), None), timeout
+            )
+        if found is None:
+            raise TimeoutError("no open Socket Mode connection")
+        return found
+
+    def push(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        retry_attempt: int | None = None,
+        retry_reason: str = "",
+        timeout: float = ACK_WAIT_SECONDS,
+    ) -> str:
+        """Send an envelope over the newest open connection, as Slack does; return its id.
+
+        kind is "events_api", "interactive" or "slash_commands". Events always carry the retry
+        fields; other kinds only when retry_attempt is given.
+        """
+        # Slack waits for a response payload only where one can change what the user sees.
+        accepts = kind == "slash_commands" or payload.get("type") in (
+            "view_submission",
+            "block_suggestion",
+        )
+        envelope: dict[str, Any] = {
+            "envelope_id": str(uuid.uuid4()),
+            "payload": payload,
+            "type": kind,
+            "accepts_response_payload": accepts,
+        }
+        if kind == "events_api" or retry_attempt is not None:
+            envelope.update(retry_attempt=retry_attempt or 0, retry_reason=retry_reason)
+        link = self._newest_link(timeout)
+        with self._lock:
+            self.envelopes.append(envelope)
+        link.connection.send(json.dumps(envelope))
+        return str(envelope["envelope_id"])
+
+    def wait_ack(self, envelope_id: str, timeout: float = ACK_WAIT_SECONDS) -> dict[str, Any]:
+        """Return the ack of an envelope, waiting up to timeout for it."""
+        with self._lock:
+            acked = self._changed.wait_for(lambda: self.acks.get(envelope_id), timeout)
+        if acked is None:
+            raise TimeoutError(f"envelope {envelope_id} was not acknowledged")
+        return acked
+
+    def ask_to_reconnect(self, reason: str = "refresh_requested") -> None:
+        """Tell the newest connection to reconnect, as Slack does before it closes one."""
+        link = self._newest_link(ACK_WAIT_SECONDS)
+        message = {"type": "disconnect", "reason": reason, "debug_info": {"host": "standin"}}
+        link.connection.send(json.dumps(message))
+
+    def close_links(self) -> None:
+        """Close every open Socket Mode connection from Slack's side."""
+        with self._lock:
+            links = [link for link in self._links if link.open]
+        for link in links:
+            link.connection.close()
 
 
 def _as_list(value: Any) -> list[dict[str, Any]]:
