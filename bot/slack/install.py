@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.db import Database
 from bot.slack.client import error_code
@@ -22,14 +23,18 @@ TOKENS_REVOKED = "tokens_revoked"
 
 def record(db: Database, workspace: str, state: str) -> None:
     """Record a workspace's install state (from Slack's lifecycle events)."""
+    # app_uninstalled and tokens_revoked arrive together: insert-or-update in one statement so
+    # the second does not collide with the first's new row.
+    now = datetime.now(UTC)
     with db.session() as session:
-        row = session.get(SlackInstall, workspace)
-        if row is None:
-            session.add(
-                SlackInstall(workspace=workspace, state=state, changed_at=datetime.now(UTC))
-            )
-        elif row.state != state:
-            row.state, row.changed_at = state, datetime.now(UTC)
+        insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(SlackInstall).values(workspace=workspace, state=state, changed_at=now)
+        statement = statement.on_conflict_do_update(
+            index_elements=[SlackInstall.workspace],
+            set_={"state": state, "changed_at": now},
+            where=SlackInstall.state != state,
+        )
+        session.execute(statement)
     log.warning("Slack workspace %s is now %s", workspace, state)
 
 
