@@ -206,7 +206,9 @@ class _Judge:
         self.analyzer = next((e for e in self.covering if isinstance(e, AnalyzerEvidence)), None)
         self.cache = cache or GrantCache(cat)
 
-    def draft(self, kind: str, status: str, reason: str, source: str, **extra) -> FindingDraft:  # type: ignore[no-untyped-def]
+    def draft(  # type: ignore[no-untyped-def]
+        self, kind: str, status: str, reason: str, source: str, **extra
+    ) -> FindingDraft:
         finding = FindingDraft(
             principal_arn=self.p.arn,
             kind=kind,  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-DEFAULT_TOKEN = "xoxb-standin-token"
+DEFAULT_TOKEN = "xoxb-fake-standin"
 DEFAULT_APP_TOKEN = "xapp-1-A0PARE-standin-token"
 # Slack answers apps.connections.open only for the app-level token, and refuses it elsewhere.
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})

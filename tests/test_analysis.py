@@ -226,21 +226,21 @@ def test_keys_and_passwords():
         name="ci",
         created_at=LONG_AGO,
         access_keys=[
-            AccessKey("AKIAOLDUNUSED0000001", "Active", LONG_AGO, AS_OF - timedelta(days=100)),
-            AccessKey("AKIAOLDUSED000000002", "Active", LONG_AGO, RECENT),
-            AccessKey("AKIANEW0000000000003", "Active", RECENT, None),
-            AccessKey("AKIAINACTIVE00000004", "Inactive", LONG_AGO, None),
+            AccessKey("AKIAOLDUNUSED1", "Active", LONG_AGO, AS_OF - timedelta(days=100)),
+            AccessKey("AKIAOLDUSED2", "Active", LONG_AGO, RECENT),
+            AccessKey("AKIANEW3", "Active", RECENT, None),
+            AccessKey("AKIAINACTIVE4", "Inactive", LONG_AGO, None),
         ],
         login_profile=LoginProfile(created_at=LONG_AGO, last_used_at=None),
     )
     result = judge(user, [trail()])
 
     kinds = {(f.kind, f.resource_id, f.status) for f in result.findings}
-    assert ("unused_access_key", "AKIAOLDUNUSED0000001", "unused") in kinds
-    assert ("unused_access_key", "AKIANEW0000000000003", "too_new") in kinds
+    assert ("unused_access_key", "AKIAOLDUNUSED1", "unused") in kinds
+    assert ("unused_access_key", "AKIANEW3", "too_new") in kinds
     assert ("unused_password", None, "unused") in kinds
-    assert not any(r == "AKIAOLDUSED000000002" for _, r, _ in kinds)
-    assert not any(r == "AKIAINACTIVE00000004" for _, r, _ in kinds)
+    assert not any(r == "AKIAOLDUSED2" for _, r, _ in kinds)
+    assert not any(r == "AKIAINACTIVE4" for _, r, _ in kinds)
 
 
 # -- properties ---------------------------------------------------------------------------

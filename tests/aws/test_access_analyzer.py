@@ -173,7 +173,7 @@ def _get_findings(stub: Stubber, realdata: Path, *, throttle: bool = False) -> N
         ),
     )
     _recommendation(stub, realdata, role_id, failed=True)
-    key = {"unusedIamUserAccessKeyDetails": {"accessKeyId": "AKIAUNUSED0000000001"}}
+    key = {"unusedIamUserAccessKeyDetails": {"accessKeyId": "AKIAUNUSED01"}}
     stub.add_response("get_finding_v2", _finding(USER, "UnusedIAMUserAccessKey", [key], id="key-1"))
     last = ANALYZED - timedelta(days=200)
     role = {"unusedIamRoleDetails": {"lastAccessed": last}}
@@ -238,8 +238,8 @@ def _user() -> PrincipalRecord:
         created_at=ANALYZED - timedelta(days=500),
         policies=[shared],
         access_keys=[
-            AccessKey("AKIAUNUSED0000000001", "Active", ANALYZED - timedelta(days=300), None),
-            AccessKey("AKIAUSED000000000002", "Active", ANALYZED - timedelta(days=300), ANALYZED),
+            AccessKey("AKIAUNUSED01", "Active", ANALYZED - timedelta(days=300), None),
+            AccessKey("AKIAUSED02", "Active", ANALYZED - timedelta(days=300), ANALYZED),
         ],
         login_profile=LoginProfile(ANALYZED - timedelta(days=300), ANALYZED - timedelta(days=2)),
     )
@@ -299,7 +299,7 @@ def test_every_page_is_read_and_the_findings_speak_for_the_principals(realdata: 
         ("unused_access_key", None),
     }
     assert unused[("unused_permission", "s3")].actions == ["s3:PutObject"]
-    assert unused[("unused_access_key", None)].resource_id == "AKIAUNUSED0000000001"
+    assert unused[("unused_access_key", None)].resource_id == "AKIAUNUSED01"
     assert {f.source for f in unused.values()} == {"access_analyzer"}
     detail = unused[("unused_permission", "dynamodb")].detail
     assert detail["access_analyzer"]["recommendation"]["status"] == "SUCCEEDED"
