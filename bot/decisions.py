@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.db import Database
 from bot.errors import FindingNotFound, NotAChampion, PareError
-from models import Decision, DigestItem, DigestMessage, Finding, Principal, Revocation, Team
+from models import Decision, DigestItem, Finding, Principal, Revocation, Team
 
 log = logging.getLogger(__name__)
 
@@ -189,18 +189,20 @@ def decide_all(
     admins: tuple[str, ...] = (),
     now: datetime | None = None,
 ) -> BulkResult:
-    """Approve every undecided row of one principal in one digest (each exactly once)."""
+    """Approve every undecided row of one principal in the clicked message (each exactly once).
+
+    Only the rows of that message: the button's label counts those, and a principal continued
+    in the thread has its own button there.
+    """
     first = authorize(db, digest_item_id, user_id, admins, "approve_all")
     with db.session() as session:
         item = session.get_one(DigestItem, first.item_id)
-        digest_id = item.message.digest_id
         arn = item.shown.get("arn")
         siblings = [
             i.id
             for i in session.scalars(
                 select(DigestItem)
-                .join(DigestMessage, DigestItem.message_id == DigestMessage.id)
-                .where(DigestMessage.digest_id == digest_id)
+                .where(DigestItem.message_id == item.message_id)
                 .order_by(DigestItem.id)
             )
             if i.shown.get("arn") == arn

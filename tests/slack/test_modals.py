@@ -244,3 +244,25 @@ def test_socket_mode_home_event_envelope_publishes_the_home(realdata, settings, 
     run_bolt_app(app, SocketModeRequest.from_dict(envelope))
 
     assert "2 open finding(s)" in json.dumps(standin.homes[ALICE])
+
+
+def test_approve_all_decides_only_the_rows_its_message_shows(settings, org, standin, client):
+    from bot.decisions import decide_all
+    from models import DigestMessage
+
+    items, _ = posted_items(settings, org, standin, client)
+    # The same principal continued in a thread reply, as a long digest pages it.
+    with org.session() as session:
+        first = session.get_one(DigestItem, int(items[0]))
+        reply = DigestMessage(digest_id=first.message.digest_id, part=2, channel=PAYMENTS)
+        session.add(reply)
+        session.flush()
+        later = session.get_one(DigestItem, int(items[1]))
+        later.message_id = reply.id
+        first_finding = first.finding_id
+
+    bulk = decide_all(org, items[0], ALICE)
+
+    # The button in the first message said "Approve all 1" for what it showed: one row.
+    assert [r.finding_id for r in bulk.made] == [first_finding]
+    assert sorted(d.kind for d in decisions(org)) == ["approve"]
