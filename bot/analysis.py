@@ -475,7 +475,8 @@ class _Judge:
                 # Say why the offer is smaller than the grant, so the two counts agree.
                 reason += (
                     f" {len(judgeable)} of its {len(grants)} granted actions are offered; "
-                    f"{kept} are kept, as no record could show them used or they are too new."
+                    f"{kept} {'is' if kept == 1 else 'are'} kept, as no record could show "
+                    "them used or they are too new."
                 )
             self.draft(
                 "unused_permission",

@@ -28,8 +28,14 @@ def standings(db: Database) -> list[blocks.Standing]:
         teams = {t.id: t.name for t in session.scalars(select(Team).where(Team.active.is_(True)))}
         found = dict.fromkeys(teams, 0)
         resolved = dict.fromkeys(teams, 0)
+        # Only an approval of the finding's current round counts: an undone removal starts a
+        # new round, and the finding is open again.
         approved = set(
-            session.scalars(select(Decision.finding_id).where(Decision.kind == "approve"))
+            session.scalars(
+                select(Decision.finding_id)
+                .join(Finding, Decision.finding_id == Finding.id)
+                .where(Decision.kind == "approve", Decision.round == Finding.round)
+            )
         )
         rows = session.execute(
             select(Finding.id, Finding.closed_at, Principal.team_id)

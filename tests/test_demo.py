@@ -55,9 +55,11 @@ def test_demo_shows_the_whole_loop(tmp_path, capsys):
     assert "[Undo]" in payments and "Undo of change" in payments
     assert "Removed* access key deactivated on `data-analyst`" in data
 
-    # The leaderboard ranks every team.
+    # The leaderboard ranks every team; payments' only approval was undone, so the finding
+    # is open again and counts as unresolved.
     board = channels.split("=== #pare-leaderboard")[1]
-    assert board.index("payments") < board.index("platform")
+    assert board.index("data") < board.index("payments") < board.index("platform")
+    assert "*payments*: 0% (0 of 16" in board and "*data*: 6% (1 of 18" in board
 
     # The SQLite file is left for inspection, with exactly the three decisions made.
     with sqlite3.connect(workdir / "pare.db") as conn:

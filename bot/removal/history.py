@@ -99,7 +99,8 @@ def render(events: list[dict[str, Any]]) -> str:
             step = f" step {e['step']}/{e['of']}" if e["status"] == "applying" else ""
             text = f"{label}: {e['status']}{step} ({e['mode']})"
             if e.get("removed"):
-                text += f" removed {', '.join(e['removed'])}"
+                verb = "restored" if e.get("kind") == "undo" else "removed"
+                text += f" {verb} {', '.join(e['removed'])}"
             if e.get("detail") and e["status"] != "applying":
                 text += f": {e['detail']}"
         lines.append(f"{e['at']}  {text}")

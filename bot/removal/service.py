@@ -126,7 +126,7 @@ def _result(session: Session, change: Change) -> ChangeResult:
         status=change.status,
         principal=principal.arn,
         account=principal.account.account_id,
-        removed=list(change.removed),
+        removed=[catalogue().canonical(a) or a for a in change.removed],
         kept=list(change.kept),
         steps=[describe(r.op, r.params) for r in rows],
         reason=change.reason,
@@ -905,10 +905,16 @@ def undo_change(
     target_id = _change_id(db, change_id)
     with db.session() as session:
         target = session.get_one(Change, target_id)
-        if target.kind == "undo" or target.mode != "commit" or target.status != "applied":
+        if target.kind == "undo":
+            raise PareError(f"change {target_id} is itself an undo; it cannot be undone")
+        if target.mode != "commit":
             raise PareError(
-                f"change {target_id} is {target.mode} {target.kind} [{target.status}]; only an "
-                "applied change can be undone"
+                f"change {target_id} was a dry run: nothing changed in AWS, so nothing to undo"
+            )
+        if target.status != "applied":
+            raise PareError(
+                f"change {target_id} is {target.status}, not applied: only an applied change "
+                "can be undone"
             )
         undos = _earlier_undos(session, target)
         principal = target.principal
@@ -965,11 +971,26 @@ def undo_change(
     log.info("undo requested: change=%s undo=%s user=%s", target_id, change_id_new, user)
     try:
         engine.run(db, writer, change_id_new)
+        if not wanted:
+            _reopen_finding(db, change_id_new)
     finally:
         result = result_of(db, change_id_new)
         if slack is not None or settings.slack_bot_token is not None:
             _post_outcomes(settings, db, ApplyReport([result]), slack)
     return result
+
+
+def _reopen_finding(db: Database, undo_id: int) -> None:
+    """After a whole undo, open the finding again in a new round, to be decided afresh."""
+    with db.session() as session:
+        undo = session.get_one(Change, undo_id)
+        if undo.status != "applied" or undo.finding_id is None:
+            return
+        finding = session.get_one(Finding, undo.finding_id)
+        # The approval stays in the history; the new round shows the finding undecided in the
+        # next digest and takes it off the leaderboard's resolved count.
+        finding.round += 1
+        log.info("finding reopened after undo: finding=%s round=%s", finding.id, finding.round)
 
 
 def _reverse_plan(db: Database, target: Change) -> Plan:

@@ -55,7 +55,7 @@ def test_undo_only_some_actions_restores_them_with_their_resources_and_condition
 
     undo = _undo(world, change_id, only=["s3:PutObject"])
 
-    assert undo.status == "applied" and undo.removed == ["s3:putobject"]
+    assert undo.status == "applied" and undo.removed == ["s3:PutObject"]
     grants = world.grants("role", "app")
     assert "s3:putobject" in grants and "s3:getbucketpolicy" not in grants
     doc = world.iam.get_role_policy(RoleName="app", PolicyName="work")["PolicyDocument"]
@@ -295,7 +295,7 @@ def test_partial_undos_compose_and_the_rest_restores_the_original_exactly(world:
     rest = _undo(world, change_id)
 
     assert first.status == rest.status == "applied"
-    assert "s3:putobject" not in rest.removed and "s3:getbucketpolicy" in rest.removed
+    assert "s3:PutObject" not in rest.removed and "s3:GetBucketPolicy" in rest.removed
     doc = world.iam.get_role_policy(RoleName="app", PolicyName="work")["PolicyDocument"]
     assert doc == INLINE
     with pytest.raises(PareError, match=f"change {change_id} was already undone"):
@@ -396,4 +396,4 @@ def test_the_command_line_explains_bad_ids_and_says_what_an_undo_restores(
     monkeypatch.setattr("bot.removal.service._default_clients", world.clients())
     assert main(["undo", str(change_id), "--only", "s3:PutObject"]) == 0
     printed = capsys.readouterr().out
-    assert "restores: s3:putobject" in printed and "removes:" not in printed
+    assert "restores: s3:PutObject" in printed and "removes:" not in printed
