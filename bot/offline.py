@@ -139,7 +139,7 @@ def print_table(results: list[PrincipalAnalysis], out: TextIO, status: str | Non
                 continue
             what = f.service or f.resource_id or ""
             if f.actions:
-                what += f" ({len(f.actions)} actions)"
+                what += f" ({len(f.actions)} action{'' if len(f.actions) == 1 else 's'})"
             rows.append((f.status, f.kind, principal.account_id, name, what, f.reason))
     titles = ("status", "kind", "account", "principal", "what", "reason")
     widths = [max([len(t)] + [len(r[i]) for r in rows]) for i, t in enumerate(titles[:-1])]

@@ -131,7 +131,8 @@ class ScanReport:
                 )
             if a.unowned:
                 shown = ", ".join(a.unowned[:10]) + (" ..." if len(a.unowned) > 10 else "")
-                lines.append(f"  {len(a.unowned)} unowned principals: {shown}")
+                noun = "principal" if len(a.unowned) == 1 else "principals"
+                lines.append(f"  {len(a.unowned)} unowned {noun}: {shown}")
             for problem in a.problems[:5]:
                 lines.append(f"  problem: {problem}")
             if len(a.problems) > 5:

@@ -15,7 +15,7 @@ def test_demo_shows_the_whole_loop(tmp_path, capsys):
     # The real scan read all three accounts and reported the unowned principal.
     assert "payments-prod (111122223333): 7 principals read" in out
     assert "data-prod (444455556666)" in out and "shared-tools (777788889999)" in out
-    assert "unowned principals: experiment-sandbox" in out
+    assert "unowned principal: experiment-sandbox" in out
 
     # Each team's digest reached its own channel.
     for team in ("payments", "data", "platform"):
