@@ -232,7 +232,7 @@ def test_a_scan_records_findings_per_account_and_reports_the_unreadable_one(
     }
     assert "payments-prod (111111111111): 3 principals read; findings 2 open, 2 new" in summary
     assert "data-prod (222222222222): 2 principals read; findings 1 open, 1 new" in summary
-    assert "1 unowned principals: orphan-job" in summary
+    assert "1 unowned principal: orphan-job" in summary
     assert "locked (333333333333): not scanned" in summary and "AccessDenied" in summary
     with db.session() as session:
         locked = session.scalars(select(Account).where(Account.account_id == LOCKED)).one()
