@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         type=str.upper,
         choices=LEVELS,
-        help="default INFO (WARNING for the demo)",
+        help="default INFO (ERROR for the demo)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = args.log_level
         if level is None:
             # The demo narrates what happens; its log lines would only bury the story.
-            level = "WARNING" if args.command == "demo" else os.environ.get("PARE_LOG_LEVEL")
+            level = "ERROR" if args.command == "demo" else os.environ.get("PARE_LOG_LEVEL")
             if (level or "INFO").upper() not in LEVELS:
                 raise PareError(f"PARE_LOG_LEVEL {level!r} is not one of {', '.join(LEVELS)}")
             level = (level or "INFO").upper()
