@@ -19,16 +19,16 @@ LAMBDA_FILE = "200000000011_CloudTrail_us-east-1_20230710T1230Z_ZtUNbBkwAu98FPZb
 PERSON_A = "arn:aws:iam::200000000012:user/person-a"
 
 
-def analyze_json(capsys, *args: str) -> list[dict]:
+def analyze_json(capsys, *args: str) -> tuple[list[dict], str]:
+    """Run `pare analyze --json`; return its rows and what it said on stderr."""
     assert main(["analyze", "--json", *args]) == 0
     captured = capsys.readouterr()
-    analyze_json.err = captured.err
-    return json.loads(captured.out)
+    return json.loads(captured.out), captured.err
 
 
 def test_cloudsplaining_snapshot_keeps_aws_owned_roles_out(realdata, capsys):
     export = realdata / "aws_api_responses/cloudsplaining-examples/example.json"
-    rows = analyze_json(capsys, "--authorization-details", str(export), "--as-of", "2026-12-01")
+    rows, _ = analyze_json(capsys, "--authorization-details", str(export), "--as-of", "2026-12-01")
 
     keys = {"principal_arn", "kind", "service", "actions", "status", "reason", "last_used"}
     assert all(keys <= row.keys() for row in rows)
@@ -103,7 +103,7 @@ def _trail(realdata: Path, tmp_path: Path, *names: str) -> Path:
 def test_real_cloudtrail_names_map_to_iam_actions(realdata, tmp_path, capsys):
     export = _export_for_person_a(tmp_path)
     trail = _trail(realdata, tmp_path, LISTBUCKETS_FILE, LAMBDA_FILE)
-    rows = analyze_json(
+    rows, err = analyze_json(
         capsys,
         *("--authorization-details", str(export), "--cloudtrail", str(trail)),
         *("--as-of", "2023-07-11", "--window-days", "30"),
@@ -123,13 +123,13 @@ def test_broken_cloudtrail_file_is_reported_and_nothing_is_offered(realdata, tmp
     trail = _trail(realdata, tmp_path, LISTBUCKETS_FILE)
     broken = realdata / "cloudtrail/cloudtrail2sightings_zip/aws.execution.ec2-user-data.json"
     shutil.copy(broken, trail / broken.name)
-    rows = analyze_json(
+    rows, err = analyze_json(
         capsys,
         *("--authorization-details", str(export), "--cloudtrail", str(trail)),
         *("--as-of", "2023-07-11", "--window-days", "30"),
     )
 
-    assert "skipped broken CloudTrail file aws.execution.ec2-user-data.json" in analyze_json.err
+    assert "skipped broken CloudTrail file aws.execution.ec2-user-data.json" in err
     assert rows and all(r["status"] != "unused" for r in rows)
     assert any("ec2-user-data.json" in r["reason"] for r in rows)
 
@@ -199,38 +199,42 @@ def _idle_export(tmp_path: Path) -> Path:
     return path
 
 
-def _ec2_rows(capsys, tmp_path: Path, files: dict[str, bytes | list[dict]]) -> list[dict]:
+def _ec2_rows(
+    capsys, tmp_path: Path, files: dict[str, bytes | list[dict]]
+) -> tuple[list[dict], str]:
     folder = tmp_path / "trail"
     folder.mkdir()
     for name, content in files.items():
         data = content if isinstance(content, bytes) else json.dumps({"Records": content})
         (folder / name).write_bytes(data if isinstance(data, bytes) else data.encode())
-    rows = analyze_json(
+    rows, err = analyze_json(
         capsys,
         *("--authorization-details", str(_idle_export(tmp_path)), "--cloudtrail", str(folder)),
         *("--as-of", str(AS_OF)),
     )
-    return [r for r in rows if r["service"] == "ec2"]
+    return [r for r in rows if r["service"] == "ec2"], err
 
 
 def test_logs_of_every_day_prove_a_service_unused(capsys, tmp_path):
-    rows = _ec2_rows(capsys, tmp_path, {"a.json": _daily(date(2026, 8, 20), date(2026, 11, 30))})
+    rows, err = _ec2_rows(
+        capsys, tmp_path, {"a.json": _daily(date(2026, 8, 20), date(2026, 11, 30))}
+    )
 
     assert [r["status"] for r in rows] == ["unused"]
 
 
 def test_a_gap_in_the_logs_is_not_coverage(capsys, tmp_path):
     old, new = _daily(date(2026, 8, 20), date(2026, 8, 20)), _daily(date(2026, 11, 30), AS_OF)
-    rows = _ec2_rows(capsys, tmp_path, {"old.json": old, "new.json": new})
+    rows, err = _ec2_rows(capsys, tmp_path, {"old.json": old, "new.json": new})
 
     assert [r["status"] for r in rows] == ["unknown"]
     assert "no CloudTrail records from 2026-08-21 to 2026-11-29" in rows[0]["reason"]
-    assert "nothing from 2026-08-21 to 2026-11-29" in analyze_json.err
+    assert "nothing from 2026-08-21 to 2026-11-29" in err
 
 
 def test_one_record_dated_1970_does_not_stretch_a_day_of_logs(capsys, tmp_path):
     records = [_call(date(2026, 11, 30)), _call(date(1970, 1, 1), name="x")]
-    rows = _ec2_rows(capsys, tmp_path, {"a.json": records})
+    rows, err = _ec2_rows(capsys, tmp_path, {"a.json": records})
 
     assert [r["status"] for r in rows] == ["unknown"]
     assert "from 1970-01-02 to 2026-11-29" in rows[0]["reason"]
@@ -240,11 +244,11 @@ def test_a_record_without_a_readable_time_fails_closed_and_is_reported_once(caps
     records = _daily(date(2026, 8, 20), date(2026, 11, 30))
     # The only use of ec2 by idle: its time cannot be read, so the call may be in the window.
     records += [_call(date(2026, 11, 15), role="idle", eventTime=t) for t in ("2026/11/15", 5)]
-    rows = _ec2_rows(capsys, tmp_path, {"a.json": records})
+    rows, err = _ec2_rows(capsys, tmp_path, {"a.json": records})
 
     assert [r["status"] for r in rows] == ["unknown"]
     assert "2 CloudTrail records could not be read (no readable eventTime)" in rows[0]["reason"]
-    assert analyze_json.err.count("unreadable CloudTrail records") == 1
+    assert err.count("unreadable CloudTrail records") == 1
 
 
 @pytest.mark.parametrize(
@@ -260,7 +264,7 @@ def test_a_record_without_a_readable_time_fails_closed_and_is_reported_once(caps
 def test_a_record_of_the_wrong_shape_is_skipped_and_fails_closed(capsys, tmp_path, broken):
     records = _daily(date(2026, 8, 20), date(2026, 11, 30))
     records.append(_call(date(2026, 11, 15), role="idle", **broken))
-    rows = _ec2_rows(capsys, tmp_path, {"a.json": records})
+    rows, err = _ec2_rows(capsys, tmp_path, {"a.json": records})
 
     assert [r["status"] for r in rows] == ["unknown"]
     assert "CloudTrail record could not be read" in rows[0]["reason"]
@@ -271,7 +275,7 @@ def test_deeply_nested_and_inflating_files_are_broken_not_fatal(capsys, tmp_path
     records = _daily(date(2026, 8, 20), date(2026, 11, 30))
     bomb = gzip.compress(b" " * 400_000 + json.dumps({"Records": []}).encode())
     deep = b'{"Records": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"
-    rows = _ec2_rows(
+    rows, err = _ec2_rows(
         capsys,
         tmp_path,
         {"a.json": records, "bomb.json.gz": bomb, "deep.json": deep},
