@@ -46,6 +46,38 @@ def wanted(key: str, account_id: str, since: datetime, until: datetime) -> bool:
     return moment is None or since - DELIVERY_SLACK <= moment <= until + DELIVERY_SLACK
 
 
+def _folders(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """Return the sub-folders directly under prefix (every page)."""
+    paginator = s3.get_paginator("list_objects_v2")
+    found = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        found += [p["Prefix"] for p in page.get("CommonPrefixes") or []]
+    return found
+
+
+def day_prefixes(
+    s3: Any, bucket: str, prefix: str, account_id: str, since: datetime, until: datetime
+) -> list[str]:
+    """Return the per-day folders that can hold the account's logs for [since, until].
+
+    CloudTrail files lie under AWSLogs/[<org id>/]<account>/CloudTrail/<region>/YYYY/MM/DD/;
+    listing only those days keeps a scan's cost to the window, however long the trail has
+    been delivering. An empty list means the bucket is not laid out that way.
+    """
+    base = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    logs = base if base.endswith("AWSLogs/") else base + "AWSLogs/"
+    roots = [f"{logs}{account_id}/CloudTrail/"]
+    # An organisation trail adds the organisation's id as a folder above the accounts.
+    roots += [f"{f}{account_id}/CloudTrail/" for f in _folders(s3, bucket, logs) if "/o-" in f]
+    first = (since - DELIVERY_SLACK).date()
+    days = [first + timedelta(days=n) for n in range((until.date() - first).days + 2)]
+    out = []
+    for root in roots:
+        for region in _folders(s3, bucket, root):
+            out += [f"{region}{day:%Y/%m/%d}/" for day in days]
+    return out
+
+
 def list_log_keys(
     s3: Any,
     bucket: str,
@@ -55,15 +87,20 @@ def list_log_keys(
     until: datetime,
     page_size: int = 1000,
 ) -> Iterator[str]:
-    """Yield the keys of the account's log files under the prefix, following every page."""
+    """Yield the keys of the account's log files for the window, following every page."""
+    folders = day_prefixes(s3, bucket, prefix, account_id, since, until)
+    if not folders:
+        # Not CloudTrail's own layout (a copy, a custom prefix): list everything under it.
+        folders = [prefix]
     paginator = s3.get_paginator("list_objects_v2")
-    pages = paginator.paginate(
-        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
-    )
-    for page in pages:
-        for item in page.get("Contents") or []:
-            if wanted(item["Key"], account_id, since, until):
-                yield item["Key"]
+    for folder in folders:
+        pages = paginator.paginate(
+            Bucket=bucket, Prefix=folder, PaginationConfig={"PageSize": page_size}
+        )
+        for page in pages:
+            for item in page.get("Contents") or []:
+                if wanted(item["Key"], account_id, since, until):
+                    yield item["Key"]
 
 
 def read_trail(session: AccountSession, *, since: datetime, until: datetime) -> TrailReadout:
@@ -78,8 +115,6 @@ def read_trail(session: AccountSession, *, since: datetime, until: datetime) -> 
     if trail is None:
         readout.problems.append("no CloudTrail bucket configured")
         return readout
-    # Foundation: every object under the prefix is listed and filtered by its name. At scale
-    # the per-day folders should be listed directly; that belongs to the evidence deepening.
     s3 = session.client("s3", region=trail.region)
     try:
         keys = list(list_log_keys(s3, trail.bucket, trail.prefix, account.id, since, until))

@@ -138,3 +138,49 @@ def test_a_day_missing_from_the_bucket_ends_what_the_logs_cover(monkeypatch) -> 
     assert evidence.covered_from == datetime(2026, 9, 8, 12, tzinfo=UTC)
     assert evidence.coverage_note == "no CloudTrail records from 2026-09-06 to 2026-09-07"
     assert len(readout.broken_files) == 1 and "larger than 10,000 bytes" in evidence.problems[0]
+
+
+def _listed_prefixes(s3) -> list[str]:  # type: ignore[no-untyped-def]
+    seen: list[str] = []
+    s3.meta.events.register(
+        "before-parameter-build.s3.ListObjectsV2",
+        lambda params, **_: seen.append(params.get("Prefix", "")),
+    )
+    return seen
+
+
+def test_only_the_windows_day_folders_are_listed_for_plain_and_organisation_trails() -> None:
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    until = datetime(2026, 11, 3, tzinfo=UTC)
+    name = f"{ACCOUNT}_CloudTrail_eu-west-1_20261102T1000Z_x.json.gz"
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="trail-bucket")
+        inside = f"org/AWSLogs/o-abc123/{ACCOUNT}/CloudTrail/eu-west-1/2026/11/02/{name}"
+        years_old = f"org/AWSLogs/{ACCOUNT}/CloudTrail/eu-west-1/2019/01/01/{name}"
+        for key in (inside, years_old):
+            s3.put_object(Bucket="trail-bucket", Key=key, Body=b"{}")
+        listed = _listed_prefixes(s3)
+
+        keys = list(list_log_keys(s3, "trail-bucket", "org/", ACCOUNT, since, until))
+
+    assert keys == [inside]
+    day_folders = [p for p in listed if p.count("/") > 6]
+    # Both layouts' day folders for the window (and the day before), never the whole trail.
+    assert any("/o-abc123/" in p and p.endswith("2026/11/02/") for p in day_folders)
+    assert not any("2019/" in p for p in listed)
+    assert "org/" not in listed
+
+
+def test_a_bucket_not_laid_out_by_cloudtrail_is_listed_whole() -> None:
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    until = datetime(2026, 11, 3, tzinfo=UTC)
+    copied = f"copies/{ACCOUNT}_CloudTrail_eu-west-1_20261102T1000Z_x.json"
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="trail-bucket")
+        s3.put_object(Bucket="trail-bucket", Key=copied, Body=b"{}")
+
+        keys = list(list_log_keys(s3, "trail-bucket", "copies/", ACCOUNT, since, until))
+
+    assert keys == [copied]
