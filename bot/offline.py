@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.analysis import analyze
-from bot.aws.export import load_export
+from bot.aws.export import load_export, read_json_file
 from bot.domain import PrincipalAnalysis, UsageEvidence
 from bot.errors import PareError
 from bot.evidence.access_advisor import from_last_accessed
@@ -29,12 +29,7 @@ EARLIEST_AS_OF = date(2006, 1, 1)
 
 def load_access_advisor(path: Path) -> dict[str, UsageEvidence]:
     """Read a file mapping principal ARN to `aws iam get-service-last-accessed-details` output."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PareError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PareError(f"{path}: not readable JSON ({type(exc).__name__})") from None
+    raw = read_json_file(path)
     if not isinstance(raw, dict):
         raise PareError(f"{path}: expected an object mapping principal ARNs to job results")
     out = {}

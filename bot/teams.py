@@ -29,6 +29,14 @@ def channel_id(value: str) -> str:
     return value
 
 
+def user_ids(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Return value if every entry is a Slack user id, else raise a ValueError naming one."""
+    for user in value:
+        if not SLACK_USER_ID.fullmatch(user):
+            raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
+    return value
+
+
 def account_id(value: object) -> str:
     """Return a 12-digit account id, refusing numbers YAML may have misread."""
     if isinstance(value, bool) or not isinstance(value, int | str):
@@ -217,10 +225,7 @@ class Team(_Strict):
     @field_validator("champions")
     @classmethod
     def _champions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for user in value:
-            if not SLACK_USER_ID.fullmatch(user):
-                raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
-        return value
+        return user_ids(value)
 
     @field_validator("timezone")
     @classmethod
@@ -277,17 +282,12 @@ class TeamsConfig(_Strict):
     @field_validator("admins")
     @classmethod
     def _admins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for user in value:
-            if not SLACK_USER_ID.fullmatch(user):
-                raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
-        return value
+        return user_ids(value)
 
     @field_validator("leaderboard_channel")
     @classmethod
     def _leaderboard_channel(cls, value: str | None) -> str | None:
-        if value is not None and not SLACK_CHANNEL_ID.fullmatch(value):
-            raise ValueError(f"{value!r} is not a Slack channel id (like C0123ABCD)")
-        return value
+        return None if value is None else channel_id(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> TeamsConfig:

@@ -425,14 +425,19 @@ def principals_from_export(details: dict[str, Any]) -> list[PrincipalRecord]:
     return records
 
 
-def load_export(path: Path) -> list[PrincipalRecord]:
-    """Read an exported authorization-details JSON file; errors name the file."""
+def read_json_file(path: Path) -> Any:
+    """Read a JSON file given on the command line; errors name the file, never a traceback."""
     try:
-        details = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExportError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ExportError(f"{path}: not readable JSON ({type(exc).__name__})") from None
+
+
+def load_export(path: Path) -> list[PrincipalRecord]:
+    """Read an exported authorization-details JSON file; errors name the file."""
+    details = read_json_file(path)
     if not isinstance(details, dict) or not any(
         k in details for k in ("RoleDetailList", "UserDetailList", "AccountRoles", "AccountUsers")
     ):
